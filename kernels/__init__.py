@@ -1,0 +1,1 @@
+"""Speed and memory engines behind small interfaces: attention dispatch, quantized linears, offload."""

@@ -1,0 +1,1 @@
+"""The MOVA joint generator as plain PyTorch (no ComfyUI imports)."""

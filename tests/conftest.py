@@ -1,0 +1,11 @@
+"""Makes the repo importable as the package `mova_pack` without running the ComfyUI entry point."""
+import sys
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if "mova_pack" not in sys.modules:
+    pkg = types.ModuleType("mova_pack")
+    pkg.__path__ = [str(ROOT)]
+    pkg.__file__ = str(ROOT / "__init__.py")
+    sys.modules["mova_pack"] = pkg

@@ -1,0 +1,56 @@
+"""What the compute device can do, and how many bytes a module holds. No GPU needed to import."""
+from __future__ import annotations
+
+import importlib
+import logging
+
+import torch
+from torch import nn
+
+log = logging.getLogger("mova")
+
+
+def cuda_capability(device: torch.device | str | None) -> tuple[int, int] | None:
+    """(major, minor) for a CUDA device, None for anything else (cpu, mps, meta)."""
+    if device is None:
+        return None
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
+def supports_fp8_matmul(device: torch.device | str | None) -> bool:
+    """torch._scaled_mm needs Ada (sm_89) or newer."""
+    cap = cuda_capability(device)
+    return cap is not None and cap >= (8, 9) and hasattr(torch, "_scaled_mm")
+
+
+def optional_import(name: str):
+    """The module, or None when it is missing or fails to import (sageattention without triton)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # ImportError, but also triton/CUDA errors raised at import time
+        log.debug("mova: optional package %s not usable: %s", name, exc)
+        return None
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def module_bytes(model: nn.Module, device: torch.device | str | None = None) -> int:
+    """Bytes of all parameters and buffers (quantized storage counts as stored), optionally only
+    those currently on `device`. Shared tensors are counted once; meta tensors count as 0."""
+    seen: set[int] = set()
+    total = 0
+    want = torch.device(device) if device is not None else None
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.device.type == "meta" or id(t) in seen:
+            continue
+        seen.add(id(t))
+        if want is not None and (t.device.type != want.type or
+                                 (want.index is not None and t.device.index != want.index)):
+            continue
+        total += tensor_bytes(t)
+    return total

@@ -1,0 +1,319 @@
+"""Quantized linear layers: fp8 e4m3fn (scaled), bitsandbytes nf4 and int8 (weight-only).
+
+Only the large Linear weights of the transformer blocks and bridge conditioners are quantized; norms,
+biases, `modulation`, the patch/text/time embeddings, `head.head` and everything that is not an
+nn.Linear stay in high precision (spec §8). Weights are dequantized on the fly to the activation dtype,
+so the math is "bf16 compute with compressed storage" on every device.
+
+State-dict layout of a quantized layer `<name>`: `<name>.weight` (fp8 / int8 / packed uint8 nf4),
+`<name>.weight_scale` (fp32: per-tensor [], per-channel [out, 1], int8 [out], nf4 per-64 block absmax),
+`<name>.bias` (high precision). The same keys are written to pre-quantized files (see quant_io.py).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .device import optional_import, supports_fp8_matmul
+
+MODES = ("bf16", "fp16", "fp8_e4m3fn", "nf4", "int8")  # bf16 / fp16: no quantization
+QUANTIZED_MODES = ("fp8_e4m3fn", "nf4", "int8")
+FP8_MAX = 448.0
+NF4_BLOCK = 64
+
+# Module-path segments that stay in high precision (matched as whole dotted segments).
+DEFAULT_SKIP = ("patch_embedding", "text_embedding", "time_embedding", "time_projection",
+                "head.head", "modulation", "img_emb")
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    mode: str = "bf16"
+    fp8_scale: str = "tensor"         # tensor | channel
+    fp8_fast_matmul: bool = False     # torch._scaled_mm on sm_89+; opt-in (users report quality loss)
+    skip: tuple = DEFAULT_SKIP
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"quantization mode must be one of {MODES}, got {self.mode!r}")
+        if self.fp8_scale not in ("tensor", "channel"):
+            raise ValueError(f"fp8_scale must be 'tensor' or 'channel', got {self.fp8_scale!r}")
+
+    @property
+    def quantized(self) -> bool:
+        return self.mode in QUANTIZED_MODES
+
+
+def require_bitsandbytes(mode: str):
+    bnb = optional_import("bitsandbytes")
+    if bnb is None:
+        raise ImportError(f"quantization mode {mode!r} needs bitsandbytes, which is not installed. "
+                          "Install it into ComfyUI's Python: `python -m pip install bitsandbytes>=0.45`, "
+                          "or pick fp8_e4m3fn (no extra package).")
+    return bnb
+
+
+def should_quantize(path: str, module: nn.Module, skip=DEFAULT_SKIP) -> bool:
+    """True for an nn.Linear whose dotted path contains none of the `skip` segments."""
+    if type(module) is not nn.Linear:
+        return False
+    dotted = f".{path}."
+    return not any(f".{s}." in dotted for s in skip)
+
+
+def should_quantize_key(key: str, tensor: torch.Tensor, skip=DEFAULT_SKIP) -> bool:
+    """The state-dict version of should_quantize: 2-D `.weight` of a non-skipped module.
+    (In MOVA towers and the bridge, every 2-D weight belongs to an nn.Linear.)"""
+    if not key.endswith(".weight") or tensor.dim() != 2:
+        return False
+    dotted = f".{key[:-len('.weight')]}."
+    return not any(f".{s}." in dotted for s in skip)
+
+
+class LowRankAdapter(nn.Module):
+    """out += scale * (x @ A^T) @ B^T, computed next to a quantized weight (LoRA without merging).
+    A/B are non-persistent so a saved quantized file never contains them."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, scale: float):
+        super().__init__()
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
+            raise ValueError(f"LoRA shapes must be A [r, in], B [out, r]; got {tuple(a.shape)}, {tuple(b.shape)}")
+        self.register_buffer("a", a, persistent=False)
+        self.register_buffer("b", b, persistent=False)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.a.to(x.dtype)), self.b.to(x.dtype)) * self.scale
+
+
+class QuantLinear(nn.Module):
+    """Base of the quantized linears: bias in high precision, optional low-rank adapters."""
+    mode = ""
+
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.adapters = nn.ModuleList()
+
+    def add_adapter(self, a: torch.Tensor, b: torch.Tensor, scale: float) -> LowRankAdapter:
+        if a.shape[1] != self.in_features or b.shape[0] != self.out_features:
+            raise ValueError(f"LoRA A {tuple(a.shape)} / B {tuple(b.shape)} do not fit a "
+                             f"[{self.out_features}, {self.in_features}] layer")
+        dev = self.weight.device
+        adapter = LowRankAdapter(a.to(dev), b.to(dev), scale)
+        self.adapters.append(adapter)
+        return adapter
+
+    def clear_adapters(self) -> None:
+        self.adapters = nn.ModuleList()
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        out = F.linear(x, self.dequantize(x.dtype), bias)
+        for adapter in self.adapters:
+            out = out + adapter(x)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, mode={self.mode}, bias={self.bias is not None}"
+
+
+def fp8_quantize(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    w = w.detach().float()
+    absmax = w.abs().amax(dim=1, keepdim=True) if per_channel else w.abs().amax()
+    scale = torch.where(absmax > 0, absmax / FP8_MAX, torch.ones_like(absmax))
+    q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q, scale.float()
+
+
+class FP8Linear(QuantLinear):
+    mode = "fp8_e4m3fn"
+
+    def __init__(self, in_features, out_features, bias=None, weight=None, weight_scale=None, fast_matmul=False):
+        super().__init__(in_features, out_features, bias)
+        self.weight = nn.Parameter(weight if weight is not None else
+                                   torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn),
+                                   requires_grad=False)
+        self.register_buffer("weight_scale", weight_scale if weight_scale is not None else torch.ones(()))
+        self.fast_matmul = fast_matmul
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, per_channel=False, fast_matmul=False) -> "FP8Linear":
+        q, s = fp8_quantize(linear.weight, per_channel)
+        return cls(linear.in_features, linear.out_features, linear.bias, q, s, fast_matmul)
+
+    def dequantize(self, dtype):
+        return (self.weight.float() * self.weight_scale).to(dtype)
+
+    def forward(self, x):
+        if self.fast_matmul and not self.adapters and self._scaled_mm_ok(x):
+            return self._forward_scaled_mm(x)
+        return super().forward(x)
+
+    def _scaled_mm_ok(self, x) -> bool:
+        return (self.weight_scale.numel() == 1 and supports_fp8_matmul(x.device)
+                and x.dtype in (torch.float16, torch.bfloat16)
+                and self.in_features % 16 == 0 and self.out_features % 16 == 0)
+
+    def _forward_scaled_mm(self, x):  # CUDA sm_89+ only: fp8 x fp8 with per-tensor scales
+        flat = x.reshape(-1, self.in_features)
+        x_scale = (flat.abs().amax().float() / FP8_MAX).clamp(min=1e-12)
+        x8 = (flat / x_scale.to(flat.dtype)).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        out = torch._scaled_mm(x8, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale.float(),
+                               bias=bias, out_dtype=x.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+class Int8Linear(QuantLinear):
+    """Row-wise absmax int8 (bitsandbytes' vector-wise layout: CB int8 [out, in], SCB fp32 [out])."""
+    mode = "int8"
+
+    def __init__(self, in_features, out_features, bias=None, weight=None, weight_scale=None):
+        super().__init__(in_features, out_features, bias)
+        self.weight = nn.Parameter(weight if weight is not None else
+                                   torch.empty(out_features, in_features, dtype=torch.int8), requires_grad=False)
+        self.register_buffer("weight_scale", weight_scale if weight_scale is not None else
+                             torch.ones(out_features))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        q, s = int8_quantize(linear.weight)
+        return cls(linear.in_features, linear.out_features, linear.bias, q, s)
+
+    def dequantize(self, dtype):
+        return (self.weight.float() * (self.weight_scale.float() / 127.0)[:, None]).to(dtype)
+
+
+def int8_quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    bnb = require_bitsandbytes("int8")
+    w = w.detach()
+    src = w if w.dtype in (torch.float16, torch.float32) else w.float()  # bnb CPU op: fp16/fp32 only
+    cb, scb, _ = bnb.functional.int8_vectorwise_quant(src)
+    return cb.contiguous(), scb.float()
+
+
+class NF4Linear(QuantLinear):
+    """bitsandbytes nf4, block 64, no nested statistics: `weight` = packed nibbles (uint8 [out*in/2]),
+    `weight_scale` = per-block absmax (fp32 [out*in/64])."""
+    mode = "nf4"
+
+    def __init__(self, in_features, out_features, bias=None, weight=None, weight_scale=None):
+        super().__init__(in_features, out_features, bias)
+        n = in_features * out_features
+        if n % NF4_BLOCK:
+            raise ValueError(f"nf4 needs in*out divisible by {NF4_BLOCK}, got {in_features}x{out_features}")
+        self.weight = nn.Parameter(weight if weight is not None else torch.empty(n // 2, dtype=torch.uint8),
+                                   requires_grad=False)
+        self.register_buffer("weight_scale", weight_scale if weight_scale is not None else
+                             torch.ones(n // NF4_BLOCK))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "NF4Linear":
+        q, s = nf4_quantize(linear.weight)
+        return cls(linear.in_features, linear.out_features, linear.bias, q, s)
+
+    def dequantize(self, dtype):
+        bnb = require_bitsandbytes("nf4")
+        fn = bnb.functional
+        state = fn.QuantState(absmax=self.weight_scale, shape=torch.Size((self.out_features, self.in_features)),
+                              code=fn.get_4bit_type("nf4", device=self.weight.device), blocksize=NF4_BLOCK,
+                              quant_type="nf4", dtype=dtype)
+        return fn.dequantize_4bit(self.weight.view(-1, 1), state)
+
+
+def nf4_quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    bnb = require_bitsandbytes("nf4")
+    packed, state = bnb.functional.quantize_4bit(w.detach().contiguous(), blocksize=NF4_BLOCK,
+                                                 compress_statistics=False, quant_type="nf4")
+    return packed.view(-1).contiguous(), state.absmax.float().contiguous()
+
+
+QUANT_CLASSES = {"fp8_e4m3fn": FP8Linear, "nf4": NF4Linear, "int8": Int8Linear}
+
+
+def quantize_linear(linear: nn.Linear, settings: QuantSettings) -> QuantLinear:
+    if settings.mode == "fp8_e4m3fn":
+        return FP8Linear.from_linear(linear, settings.fp8_scale == "channel", settings.fp8_fast_matmul)
+    return QUANT_CLASSES[settings.mode].from_linear(linear)
+
+
+def _set_child(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, new)
+
+
+def quantize_module(root: nn.Module, mode: str | QuantSettings, skip=None) -> list[str]:
+    """Replace the large nn.Linear modules of `root` in place; returns the quantized paths.
+    bf16 / fp16 are no-ops (casting the model dtype is the loader's job)."""
+    settings = mode if isinstance(mode, QuantSettings) else QuantSettings(mode=mode)
+    if skip is not None:
+        settings = QuantSettings(settings.mode, settings.fp8_scale, settings.fp8_fast_matmul, tuple(skip))
+    if not settings.quantized:
+        return []
+    if settings.mode in ("nf4", "int8"):
+        require_bitsandbytes(settings.mode)
+    targets = [(p, m) for p, m in root.named_modules() if should_quantize(p, m, settings.skip)]
+    for path, linear in targets:
+        if settings.mode == "nf4" and (linear.in_features * linear.out_features) % NF4_BLOCK:
+            continue  # odd-sized layer: keep in high precision
+        _set_child(root, path, quantize_linear(linear, settings))
+    return [p for p, _ in targets]
+
+
+def make_quantized_shells(root: nn.Module, layers: dict[str, str], fast_matmul=False) -> None:
+    """Replace the nn.Linear at each path of `layers` ({path: mode}) by an empty quantized layer of the
+    same shape, ready for load_state_dict (used when loading a pre-quantized file)."""
+    for path, mode in layers.items():
+        linear = root.get_submodule(path)
+        if not isinstance(linear, (nn.Linear, QuantLinear)):
+            raise TypeError(f"{path} is a {type(linear).__name__}, not a Linear layer")
+        bias = None
+        if linear.bias is not None:
+            bias = torch.empty_like(linear.bias, device="cpu" if linear.bias.is_meta else linear.bias.device)
+        cls = QUANT_CLASSES[mode]
+        shell = cls(linear.in_features, linear.out_features, bias)
+        if mode == "fp8_e4m3fn":
+            shell.fast_matmul = fast_matmul
+        _set_child(root, path, shell)
+
+
+def quantize_tensor(w: torch.Tensor, settings: QuantSettings) -> dict[str, torch.Tensor]:
+    """{'weight': q, 'weight_scale': s} for one Linear weight (used for files without a module)."""
+    if settings.mode == "fp8_e4m3fn":
+        q, s = fp8_quantize(w, settings.fp8_scale == "channel")
+    elif settings.mode == "int8":
+        q, s = int8_quantize(w)
+    elif settings.mode == "nf4":
+        q, s = nf4_quantize(w)
+    else:
+        raise ValueError(f"mode {settings.mode!r} does not quantize")
+    return {"weight": q, "weight_scale": s}
+
+
+def storage_bits_per_weight(mode: str) -> float:
+    """Bits per quantized weight element including scales (used by the memory planner)."""
+    return {"bf16": 16.0, "fp16": 16.0, "fp8_e4m3fn": 8.0, "int8": 8.0,
+            "nf4": 4.0 + 32.0 / NF4_BLOCK}[mode]
+
+
+def quantized_paths(root: nn.Module) -> dict[str, str]:
+    return {p: m.mode for p, m in root.named_modules() if isinstance(m, QuantLinear)}
+
+
+_LAYER_RE = re.compile(r"^(.*)\.weight_scale$")
+
+
+def layers_in_state(keys) -> list[str]:
+    """Module paths that a state dict stores quantized (they have a `.weight_scale`)."""
+    return [m.group(1) for k in keys if (m := _LAYER_RE.match(k))]
+

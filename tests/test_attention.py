@@ -1,0 +1,60 @@
+"""Attention dispatch: SDPA math, backend choice and the CPU fallback for forced GPU backends."""
+import logging
+
+import pytest
+import torch
+
+from mova_pack.kernels import attention as att
+
+
+def _manual(q, k, v, heads):
+    b, lq, w = q.shape
+    d = w // heads
+    q, k, v = (t.view(b, t.shape[1], heads, d).transpose(1, 2).float() for t in (q, k, v))
+    p = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, dim=-1)
+    return (p @ v).transpose(1, 2).reshape(b, lq, w)
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    yield
+    att.set_attention_settings(att.AttentionSettings())
+
+
+def test_sdpa_matches_softmax_attention():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 7, 64), torch.randn(2, 5, 64), torch.randn(2, 5, 64)
+    out = att.attention(q, k, v, num_heads=4)
+    assert out.shape == (2, 7, 64)
+    torch.testing.assert_close(out, _manual(q, k, v, 4), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_on_cpu_is_sdpa_with_reason_logged(caplog):
+    q = torch.randn(1, 3, 256, dtype=torch.bfloat16)
+    backend, reason = att.choose_backend(q.view(1, 3, 2, 128), 128)
+    assert backend == "sdpa" and "cpu" in reason
+    with caplog.at_level(logging.INFO, logger="mova"):
+        att.attention(q, q, q, 2)
+        att.attention(q, q, q, 2)
+    lines = [r.getMessage() for r in caplog.records if "mova attention" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("mova attention: sdpa")
+
+
+@pytest.mark.parametrize("forced", ["sage", "flash"])
+def test_forced_gpu_backend_on_cpu_warns_and_falls_back(forced, caplog):
+    att.set_attention_settings(att.AttentionSettings(backend=forced))
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 6, 256, dtype=torch.bfloat16) for _ in range(3))
+    with caplog.at_level(logging.INFO, logger="mova"):
+        out = att.attention(q, k, v, 2)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    msg = warnings[0].getMessage()
+    assert f"{forced} requested but unusable" in msg and "CUDA" in msg and "sdpa" in msg
+    att.set_attention_settings(att.AttentionSettings(backend="sdpa"))
+    torch.testing.assert_close(out, att.attention(q, k, v, 2), rtol=0, atol=0)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="auto"):
+        att.AttentionSettings(backend="xformers")

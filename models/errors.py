@@ -1,0 +1,17 @@
+"""Errors the pack raises for bad input. Messages say what was expected, what was found, what to do."""
+
+
+class MovaError(Exception):
+    """Base class: every error meant for the user (nodes show the message unchanged)."""
+
+
+class ConfigError(MovaError):
+    """A config.json / preset holds values we cannot run or is missing required fields."""
+
+
+class CheckpointError(MovaError):
+    """A weight file is missing, truncated, from another model or has the wrong keys/shapes."""
+
+
+class InputError(MovaError):
+    """A runtime input (size, frame count, tensor shape) that MOVA cannot use."""

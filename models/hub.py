@@ -1,0 +1,264 @@
+"""Explicit, verified downloads of the released MOVA files from the Hugging Face Hub.
+
+Nothing here runs on import and nothing downloads unless `download(..., confirm=True)` is called.
+Files land only under `target_dir`, which must lie inside one of the `allowed_roots` the caller
+passes (the ComfyUI model folders). Downloads resume from the partial file huggingface-hub keeps in
+`<target_dir>/.cache/huggingface/download/`. Each file is verified after download:
+- size: against the size given in spec §1-§7 where known, else against the size the Hub reports;
+- hash: against a sha256 in the manifest where known (none are published in the spec), else against
+  the Hub's ETag when it is a content hash (sha256 for LFS weight files, git blob sha1 for small
+  files). With neither, only the size is checked and the report says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+from urllib.parse import urlsplit
+
+from .errors import MovaError
+
+REPOS = {"MOVA-360p": "OpenMOSS-Team/MOVA-360p", "MOVA-720p": "OpenMOSS-Team/MOVA-720p"}
+COMPONENTS = ("model_index", "scheduler", "tokenizer", "text_encoder", "video_dit", "video_dit_2",
+              "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+
+
+class DownloadError(MovaError):
+    """A download could not start, failed, or produced a file that does not verify."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a MOVA repository."""
+    component: str
+    path: str                      # inside the repo = inside the local MOVA folder
+    size: Optional[int] = None     # bytes, where the spec states it exactly
+    sha256: Optional[str] = None   # none published yet
+    required: bool = True          # False: the name follows a convention, not the spec; 404 -> skipped
+
+
+def _sharded(component: str, stem: str, shards: int, index: str) -> list:
+    files = [HubFile(component, f"{component}/config.json")]
+    files += [HubFile(component, f"{component}/{stem}-{i:05d}-of-{shards:05d}.safetensors")
+              for i in range(1, shards + 1)]
+    return files + [HubFile(component, f"{component}/{index}", required=False)]
+
+
+def _single(component: str, size: Optional[int] = None) -> list:
+    return [HubFile(component, f"{component}/config.json"),
+            HubFile(component, f"{component}/diffusion_pytorch_model.safetensors", size=size)]
+
+
+def manifest(variant: str, components: Optional[Iterable[str]] = None) -> tuple:
+    """The files of `variant` ("MOVA-360p" | "MOVA-720p"), optionally only some components."""
+    if variant not in REPOS:
+        raise DownloadError(f"unknown MOVA variant {variant!r}; expected one of {', '.join(REPOS)}.")
+    wanted = tuple(components) if components is not None else COMPONENTS
+    unknown = [c for c in wanted if c not in COMPONENTS]
+    if unknown:
+        raise DownloadError(f"unknown component(s) {', '.join(unknown)}; expected some of {', '.join(COMPONENTS)}.")
+    # Exact sizes are only known for the 720p copies (spec §1.3, §1.6); 360p sizes come from the Hub.
+    known = variant == "MOVA-720p"
+    files = [HubFile("model_index", "model_index.json"),
+             HubFile("scheduler", "scheduler/scheduler_config.json")]
+    files += [HubFile("tokenizer", f"tokenizer/{name}", required=False)   # T5TokenizerFast save names
+              for name in ("special_tokens_map.json", "spiece.model", "tokenizer.json", "tokenizer_config.json")]
+    files += _sharded("text_encoder", "model", 3, "model.safetensors.index.json")
+    for expert in ("video_dit", "video_dit_2"):
+        files += _sharded(expert, "diffusion_pytorch_model", 3, "diffusion_pytorch_model.safetensors.index.json")
+    files += _single("audio_dit", 2_838_470_672 if known else None)
+    files += _single("dual_tower_bridge")
+    files += _single("audio_vae", 743_102_794 if known else None)
+    files += _single("video_vae")
+    return tuple(f for f in files if f.component in wanted)
+
+
+def file_url(variant: str, path: str, revision: str = "main", endpoint: Optional[str] = None) -> str:
+    base = (endpoint or "https://huggingface.co").rstrip("/")
+    return f"{base}/{REPOS[variant]}/resolve/{revision}/{path}"
+
+
+def frontend_model_entries(variant: str, directory: str, components: Optional[Iterable[str]] = None) -> list:
+    """`properties.models` entries ({name, url, directory}) for a loader node, so ComfyUI's
+    missing-model dialog can offer the weight files. `name` is relative to the model folder."""
+    return [{"name": f"{variant}/{f.path}", "url": file_url(variant, f.path), "directory": directory}
+            for f in manifest(variant, components) if f.path.endswith(".safetensors")]
+
+
+def check_target(target_dir, allowed_roots: Sequence) -> Path:
+    """The resolved target folder, or DownloadError if it is not inside an allowed root."""
+    if not allowed_roots:
+        raise DownloadError("no allowed download roots were given; refusing to write anywhere. "
+                            "Pass the ComfyUI model folders as allowed roots.")
+    target = Path(target_dir).expanduser().resolve()
+    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+    if not any(target == r or target.is_relative_to(r) for r in roots):
+        raise DownloadError(f"refusing to download into {target}: it is not inside the allowed model "
+                            f"folders ({', '.join(map(str, roots))}). Choose a folder under one of them.")
+    return target
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The git object id of a file (the Hub's ETag for files not stored in LFS)."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str                 # inside the MOVA folder
+    status: str               # "downloaded" | "present" | "skipped (not on the Hub)"
+    size: int
+    check: str                # what was verified: "sha256", "git sha1", "size only", "-"
+
+
+@dataclass(frozen=True)
+class DownloadReport:
+    variant: str
+    target_dir: str
+    files: tuple
+
+    def summary(self) -> str:
+        lines = [f"MOVA {self.variant} -> {self.target_dir}"]
+        lines += [f"  {r.status:<10} {r.size / 1e9:8.3f} GB  verified: {r.check:<9} {r.path}" for r in self.files]
+        return "\n".join(lines)
+
+
+def verify_file(local: Path, expected_size: Optional[int], sha256: Optional[str], etag: Optional[str]) -> str:
+    """Check size and the best available hash; returns what was checked, raises on mismatch."""
+    size = local.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise DownloadError(f"{local}: size {size} B, expected {expected_size} B. The file is truncated "
+                            f"or not the released one; delete it and download again.")
+    want, kind = sha256, "sha256"
+    if want is None and etag and _SHA256.match(etag):
+        want = etag
+    elif want is None and etag and _GIT_SHA1.match(etag):
+        want, kind = etag, "git sha1"
+    if want is None:
+        return "size only"
+    got = file_sha256(local) if kind == "sha256" else git_blob_sha1(local)
+    if got != want:
+        raise DownloadError(f"{local}: {kind} {got} does not match the expected {want}. The file is "
+                            f"corrupted or was changed; delete it and download again.")
+    return kind
+
+
+def _offline_error(variant: str, endpoint: str, exc: BaseException) -> DownloadError:
+    return DownloadError(
+        f"cannot reach the Hugging Face Hub at {endpoint} to download {REPOS[variant]} "
+        f"({type(exc).__name__}: {exc}). Check the network/proxy (HF_ENDPOINT, HTTPS_PROXY), or download "
+        f"the files by hand from https://huggingface.co/{REPOS[variant]} into the MOVA model folder.")
+
+
+def _probe(variant: str, endpoint: str) -> None:
+    """Fail in seconds, not after huggingface-hub's ~23 s of retries, when the Hub host cannot be
+    reached at all. Skipped behind a proxy (the proxy, not us, connects to the host)."""
+    if any(os.environ.get(k) or os.environ.get(k.lower()) for k in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")):
+        return
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=10).close()
+    except OSError as exc:
+        raise _offline_error(variant, endpoint, exc) from None
+
+
+def download(variant: str, target_dir, allowed_roots: Sequence, *, confirm: bool,
+             components: Optional[Iterable[str]] = None, revision: str = "main",
+             endpoint: Optional[str] = None, token=None, verify_hashes: bool = True, attempts: int = 3,
+             on_file: Optional[Callable[[int, int, str], None]] = None) -> DownloadReport:
+    """Download (or resume) the files of `variant` into `target_dir` (the MOVA folder: it will hold
+    model_index.json, video_dit/, ...). `confirm` must be True: this function is the only place the
+    pack downloads anything, and only because the user asked. `on_file(i, n, path)` reports progress."""
+    if not confirm:
+        raise DownloadError("download not confirmed: set confirm=True to download the MOVA files "
+                            "(tens of GB); nothing was downloaded.")
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                        LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError)
+    import requests
+
+    target = check_target(target_dir, allowed_roots)
+    files = manifest(variant, components)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    repo = REPOS[variant]
+    _probe(variant, endpoint)
+    network = (requests.ConnectionError, requests.Timeout, OfflineModeIsEnabled, LocalEntryNotFoundError)
+    results = []
+    for i, f in enumerate(files):
+        if on_file:
+            on_file(i, len(files), f.path)
+        local = target / f.path
+        if not local.resolve().is_relative_to(target):
+            raise DownloadError(f"manifest path {f.path!r} leaves {target}; refusing.")
+        url = hf_hub_url(repo, f.path, revision=revision, endpoint=endpoint)
+        try:
+            meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+        except network as exc:
+            raise _offline_error(variant, endpoint, exc) from None
+        except EntryNotFoundError:
+            if f.required:
+                raise DownloadError(f"{repo} has no file {f.path} at revision {revision!r}; the repository "
+                                    f"layout changed. Report it, or fetch the folder by hand.") from None
+            results.append(FileResult(f.path, "skipped (not on the Hub)", 0, "-"))
+            continue
+        except GatedRepoError:
+            raise DownloadError(f"{repo} needs you to accept its terms on huggingface.co and a token "
+                                f"(HF_TOKEN) to download.") from None
+        except RepositoryNotFoundError:
+            raise DownloadError(f"repository {repo} (revision {revision!r}) was not found at {endpoint}.") from None
+        expected = f.size if f.size is not None else meta.size
+        if f.size is not None and meta.size is not None and meta.size != f.size:
+            raise DownloadError(f"the Hub reports {meta.size} B for {repo}/{f.path}, the released file has "
+                                f"{f.size} B: the repository changed. Pin a revision or report it.")
+        etag = meta.etag if verify_hashes else None
+        sha = f.sha256 if verify_hashes else None
+        if local.is_file() and expected is not None and local.stat().st_size == expected:
+            check = verify_file(local, expected, sha, etag)
+            results.append(FileResult(f.path, "present", expected, check))
+            continue
+        for attempt in range(1, attempts + 1):
+            try:   # a broken transfer leaves a partial file the next attempt resumes (HTTP Range)
+                hf_hub_download(repo, f.path, revision=revision, local_dir=str(target), endpoint=endpoint,
+                                token=token, cache_dir=str(target / ".cache" / "huggingface" / "hub"))
+                break
+            except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
+                raise _offline_error(variant, endpoint, exc) from None
+            except (requests.RequestException, HfHubHTTPError, OSError) as exc:
+                if attempt == attempts:
+                    raise DownloadError(f"downloading {repo}/{f.path} failed after {attempts} attempt(s): "
+                                        f"{exc}. Run the download again: it resumes where it stopped.") from None
+        check = verify_file(local, expected, sha, etag)
+        results.append(FileResult(f.path, "downloaded", local.stat().st_size, check))
+    return DownloadReport(variant, str(target), tuple(results))
+
+
+def plan(variant: str, target_dir, allowed_roots: Sequence, components: Optional[Iterable[str]] = None) -> str:
+    """What `download` would fetch and where, without touching the network."""
+    target = check_target(target_dir, allowed_roots)
+    files = manifest(variant, components)
+    lines = [f"Would download {len(files)} files of {REPOS[variant]} into {target}:"]
+    for f in files:
+        have = (target / f.path).is_file()
+        size = f"{f.size / 1e9:.3f} GB" if f.size else "size from Hub"
+        lines.append(f"  {'present ' if have else 'missing '} {f.path} ({size})")
+    lines.append("Nothing was downloaded. Set confirm to true and run again to download.")
+    return "\n".join(lines)

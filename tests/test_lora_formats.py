@@ -1,0 +1,276 @@
+"""Every LoRA format we read, applied to a tiny MOVA, against the same delta applied by hand."""
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lora_helpers import (TARGETS, by_hand, lora_deltas, random_factors, run, tiny_components, write_accelerate,
+                          write_low_resource, write_single, write_videox, kohya)
+from mova_pack.models.errors import CheckpointError
+from mova_pack.models.lora import (LoraEntry, LoraMismatchError, LoraStack, LoraStrengths, apply_lora_stack,
+                                   remove_loras)
+from mova_pack.models.lora_detect import expert_hint, guess_family
+from mova_pack.models.lora_formats import read_lora
+
+TOL = 1e-5
+
+
+def _assert_close_to_hand(comps, deltas, lora, strengths=LoraStrengths(), expert="auto", experts=("video_high",)):
+    ref = by_hand(comps, deltas, {c: strengths.of(c) for c in deltas})
+    report = apply_lora_stack(comps, LoraStack((LoraEntry(lora, strengths, expert),)))
+    for e in experts:
+        for got, want in zip(run(comps, e), run(ref, e)):
+            assert (got - want).abs().max().item() <= TOL
+    for comp, items in deltas.items():  # weights themselves, too
+        for path in items:
+            got, want = comps[comp].get_submodule(path).weight, ref[comp].get_submodule(path).weight
+            assert (got - want).abs().max().item() <= TOL, (comp, path)
+    return report
+
+
+def test_mova_accelerate_folder_alpha_is_rank(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps)
+    lora = read_lora(write_accelerate(tmp_path / "acc", factors))
+    assert lora.source_format == "MOVA accelerate"
+    base = run(comps)
+    report = _assert_close_to_hand(comps, lora_deltas(factors, 1.0), lora, experts=("video_high", "video_low"))
+    text = str(report)
+    assert "applied 5 of 5 keys to video high-noise, 0 unmatched" in text
+    assert "applied 3 of 3 keys to video low-noise, 0 unmatched" in text
+    assert "applied 2 of 2 keys to audio tower" in text and "applied 3 of 3 keys to bridge" in text
+    assert "lora_config.pt says rank 16, alpha 16.0 (not used)" in text
+    remove_loras(comps)
+    assert all(torch.equal(g, w) for g, w in zip(run(comps), base))
+
+
+def test_mova_accelerate_diffsynth_default_suffix_and_single_file(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, {"video_low": TARGETS["video_low"]})
+    folder = write_accelerate(tmp_path / "acc", factors, default_suffix=True)
+    lora = read_lora(folder / "lora_weights.pt")  # picking the .pt file alone works too
+    _assert_close_to_hand(comps, lora_deltas(factors), lora, experts=("video_low",))
+
+
+def test_mova_low_resource_nested_dict(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, {c: TARGETS[c] for c in ("video_high", "bridge")}, rank=4)
+    lora = read_lora(write_low_resource(tmp_path / "lora_weights.pt", factors, rank=4, alpha=8.0))
+    assert lora.source_format == "MOVA low-resource"
+    _assert_close_to_hand(comps, lora_deltas(factors, 8.0 / 4), lora)
+
+
+def test_videox_fun_folders_map_transformer_to_low_noise(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, rank=8)
+    lora = read_lora(write_videox(tmp_path / "vx", factors, alpha=4))
+    assert lora.scopes() == {"video_low": 3, "video_high": 5, "audio": 2, "bridge": 3}
+    report = _assert_close_to_hand(comps, lora_deltas(factors, 4 / 8), lora, experts=("video_high", "video_low"))
+    assert "applied 3 of 3 keys to video low-noise" in str(report)
+
+
+def test_videox_single_component_file_uses_its_folder(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, {"audio": TARGETS["audio"]})
+    write_videox(tmp_path / "vx", factors, alpha=4)
+    lora = read_lora(tmp_path / "vx" / "transformer_audio" / "lora_diffusion_pytorch_model.safetensors")
+    assert lora.scopes() == {"audio": 2}
+    _assert_close_to_hand(comps, lora_deltas(factors, 1.0), lora)
+
+
+@pytest.mark.parametrize("style", ["kohya", "diffusion_model", "diffusers_wan", "peft"])
+def test_community_wan22_layouts_go_to_the_named_expert(tmp_path, style):
+    comps = tiny_components()
+    factors = random_factors(comps, {"video_high": TARGETS["video_high"]}, rank=4)
+    alpha = 2.0 if style == "kohya" else None
+    file = write_single(tmp_path / "wan2.2_i2v_A14B_HighNoise_test.safetensors", factors["video_high"], style, alpha)
+    lora = read_lora(file)
+    low_before = run(comps, "video_low")
+    report = _assert_close_to_hand(comps, lora_deltas(factors, (alpha or 4) / 4), lora)
+    assert "high-noise expert (name says 'HighNoise')" in str(report)
+    assert all(torch.equal(g, w) for g, w in zip(run(comps, "video_low"), low_before))  # low expert untouched
+
+
+def test_expert_choice_without_hint_is_explicit(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, {"video_high": TARGETS["video_high"]})
+    file = write_single(tmp_path / "my_style.safetensors", factors["video_high"], "kohya", alpha=4)
+    lora = read_lora(file)
+    both = {"video_high": lora_deltas(factors)["video_high"], "video_low": lora_deltas(factors)["video_high"]}
+    report = _assert_close_to_hand(comps, both, lora, experts=("video_high", "video_low"))
+    assert "both experts (no high-/low-noise hint" in str(report)
+    remove_loras(comps)
+    comps2 = tiny_components()
+    low = {"video_low": lora_deltas(factors)["video_high"]}
+    report = _assert_close_to_hand(comps2, low, lora, expert="low", experts=("video_high", "video_low"))
+    assert "video high-noise" not in str(report)
+
+
+def test_prefixless_diffsynth_file_for_the_audio_tower(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, {"audio": TARGETS["audio"]})
+    lora = read_lora(write_single(tmp_path / "audio.safetensors", factors["audio"], "bare"))
+    with pytest.raises(LoraMismatchError, match="shapes do not"):  # by default it is taken for a video LoRA
+        apply_lora_stack(comps, LoraStack((LoraEntry(lora),)))
+    _assert_close_to_hand(comps, lora_deltas(factors), lora, expert="audio")
+
+
+def _lokr(g, out_dim, in_dim, factorize_w1):
+    a1, b1 = (4, 8) if not factorize_w1 else (2, 4)
+    w1_shape = (a1, b1)
+    w2_shape = (out_dim // a1, in_dim // b1)
+    t = {}
+    if factorize_w1:
+        t["lokr_w1_a"], t["lokr_w1_b"] = torch.randn(w1_shape[0], 2, generator=g), torch.randn(2, w1_shape[1], generator=g)
+        t["lokr_w2"] = torch.randn(*w2_shape, generator=g) * 0.1
+        w1, w2, rank = t["lokr_w1_a"] @ t["lokr_w1_b"], t["lokr_w2"], 2
+    else:
+        t["lokr_w1"] = torch.randn(*w1_shape, generator=g)
+        t["lokr_w2_a"], t["lokr_w2_b"] = torch.randn(w2_shape[0], 3, generator=g) * 0.1, torch.randn(3, w2_shape[1], generator=g) * 0.1
+        w1, w2, rank = t["lokr_w1"], t["lokr_w2_a"] @ t["lokr_w2_b"], 3
+    return t, torch.kron(w1, w2), rank
+
+
+@pytest.mark.parametrize("factorize_w1", [False, True])
+def test_lycoris_lokr(tmp_path, factorize_w1):
+    comps = tiny_components()
+    g = torch.Generator().manual_seed(7)
+    sd, deltas = {}, {}
+    for path in TARGETS["video_high"]:
+        w = comps["video_high"].get_submodule(path).weight
+        t, delta, rank = _lokr(g, w.shape[0], w.shape[1], factorize_w1)
+        base = f"lycoris_{kohya(path)}"
+        sd.update({f"{base}.{k}": v for k, v in t.items()})
+        sd[f"{base}.alpha"] = torch.tensor(1.5)
+        deltas[path] = delta * 1.5 / rank
+    save_file(sd, str(tmp_path / "lokr_high_noise.safetensors"))
+    lora = read_lora(tmp_path / "lokr_high_noise.safetensors")
+    assert lora.source_format == "LyCORIS LoKr"
+    _assert_close_to_hand(comps, {"video_high": deltas}, lora)
+
+
+def test_lycoris_loha(tmp_path):
+    comps = tiny_components()
+    g = torch.Generator().manual_seed(8)
+    sd, deltas = {}, {}
+    for path in TARGETS["video_low"]:
+        w = comps["video_low"].get_submodule(path).weight
+        t = {"hada_w1_a": torch.randn(w.shape[0], 2, generator=g) * 0.3, "hada_w1_b": torch.randn(2, w.shape[1], generator=g) * 0.3,
+             "hada_w2_a": torch.randn(w.shape[0], 2, generator=g) * 0.3, "hada_w2_b": torch.randn(2, w.shape[1], generator=g) * 0.3}
+        sd.update({f"lora_unet_{kohya(path)}.{k}": v for k, v in t.items()})
+        sd[f"lora_unet_{kohya(path)}.alpha"] = torch.tensor(1.0)
+        deltas[path] = (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"]) / 2
+    save_file(sd, str(tmp_path / "loha.safetensors"))
+    lora = read_lora(tmp_path / "loha.safetensors")
+    _assert_close_to_hand(comps, {"video_low": deltas}, lora, expert="low", experts=("video_low",))
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+class NotATensor:
+    def __init__(self):
+        self.payload = 1
+
+
+def test_pt_with_custom_class_is_refused(tmp_path):
+    torch.save({"blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 2), "evil": NotATensor()}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="refused to load.*weights_only=True"):
+        read_lora(tmp_path / "x.pt")
+
+
+def test_pt_loader_never_unpickles_code(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(NotATensor, "__setstate__", lambda self, s: calls.append(s), raising=False)
+    torch.save([NotATensor()], tmp_path / "y.pth")
+    with pytest.raises(CheckpointError):
+        read_lora(tmp_path / "y.pth")
+    assert calls == []
+
+
+def test_truncated_and_unknown_files(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="not a readable .safetensors"):
+        read_lora(tmp_path / "bad.safetensors")
+    (tmp_path / "x.gguf").write_bytes(b"1")
+    with pytest.raises(CheckpointError, match="unsupported LoRA file type"):
+        read_lora(tmp_path / "x.gguf")
+    with pytest.raises(CheckpointError, match="not found"):
+        read_lora(tmp_path / "missing.safetensors")
+
+
+def _fake(tmp_path, name, keys_shapes):
+    sd = {k: torch.zeros(s) for k, s in keys_shapes.items()}
+    save_file(sd, str(tmp_path / name))
+    return read_lora(tmp_path / name)
+
+
+def test_flux_lora_is_named_in_the_error(tmp_path):
+    comps = tiny_components()
+    lora = _fake(tmp_path, "flux.safetensors", {
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": (4, 3072),
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": (9216, 4),
+        "lora_unet_single_blocks_3_linear1.lora_down.weight": (4, 3072),
+        "lora_unet_single_blocks_3_linear1.lora_up.weight": (21504, 4)})
+    with pytest.raises(LoraMismatchError, match="looks like a LoRA for Flux"):
+        apply_lora_stack(comps, LoraStack((LoraEntry(lora),)))
+
+
+def test_sdxl_lora_is_named_in_the_error(tmp_path):
+    comps = tiny_components()
+    lora = _fake(tmp_path, "sdxl.safetensors", {
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 2048),
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": (640, 4),
+        "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 768),
+        "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": (3072, 4)})
+    with pytest.raises(LoraMismatchError, match="looks like a LoRA for SDXL"):
+        apply_lora_stack(comps, LoraStack((LoraEntry(lora),)))
+
+
+def test_sd15_diffusers_unet_is_named(tmp_path):
+    keys = {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight": (4, 768),
+            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_B.weight": (640, 4)}
+    assert guess_family(keys, keys)[0] == "Stable Diffusion 1.x"
+
+
+def test_wan_1_3b_lora_named_by_its_width(tmp_path):
+    comps = tiny_components()
+    lora = _fake(tmp_path, "wan21_t2v_1.3b.safetensors", {
+        "diffusion_model.blocks.0.self_attn.q.lora_A.weight": (4, 1536),
+        "diffusion_model.blocks.0.self_attn.q.lora_B.weight": (1536, 4)})
+    with pytest.raises(LoraMismatchError, match="Wan 2.1 T2V-1.3B"):
+        apply_lora_stack(comps, LoraStack((LoraEntry(lora),)))
+
+
+def test_wan21_i2v_lora_applies_partially_with_warning(tmp_path):
+    comps = tiny_components()
+    factors = random_factors(comps, {"video_high": TARGETS["video_high"]})
+    sd = {}
+    for path, (a, b) in factors["video_high"].items():
+        sd[f"diffusion_model.{path}.lora_A.weight"], sd[f"diffusion_model.{path}.lora_B.weight"] = a, b
+    for i in range(2):
+        for n in ("k_img", "v_img"):
+            sd[f"diffusion_model.blocks.{i}.cross_attn.{n}.lora_A.weight"] = torch.zeros(4, 64)
+            sd[f"diffusion_model.blocks.{i}.cross_attn.{n}.lora_B.weight"] = torch.zeros(64, 4)
+    save_file(sd, str(tmp_path / "wan21_i2v_high_noise.safetensors"))
+    lora = read_lora(tmp_path / "wan21_i2v_high_noise.safetensors")
+    report = _assert_close_to_hand(comps, lora_deltas(factors), lora)
+    assert "applied 5 of 9 keys to video high-noise, 4 unmatched" in str(report)
+    (warning,) = report.warnings
+    assert "blocks.*.cross_attn.k_img (2)" in warning and "Wan 2.1 I2V" in warning
+
+
+def test_file_without_lora_tensors(tmp_path):
+    comps = tiny_components()
+    lora = _fake(tmp_path, "model.safetensors", {"blocks.0.self_attn.q.weight": (64, 64)})
+    with pytest.raises(LoraMismatchError, match="contains no LoRA weights"):
+        apply_lora_stack(comps, LoraStack((LoraEntry(lora),)))
+
+
+@pytest.mark.parametrize("name,meta,want", [
+    ("wan2.2_i2v_high_noise_lora", {}, "high"), ("Wan22-I2V-HighNoise", {}, "high"),
+    ("x_LOW_fp16", {}, "low"), ("lowres_fix", {}, None), ("highlight", {}, None),
+    ("style", {"ss_output_name": "style_low_noise"}, "low"), ("both_high_and_low", {}, None),
+    ("style", {"ss_tag_frequency": "high noise"}, None)])
+def test_expert_hints(name, meta, want):
+    assert expert_hint(name, meta)[0] == want

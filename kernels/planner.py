@@ -1,0 +1,142 @@
+"""Memory planner: estimated peak VRAM and host RAM for one generation, without building a model.
+
+Stages run one after another (text encode -> denoise -> decode), so each peak is the largest stage.
+Weights are exact (config arithmetic, checked against real modules in tests); activations follow the
+live tensors of one DiT block; VAE decode, runtime overhead and CUDA context are [ESTIMATE]s.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .offload import OffloadSettings
+from .params import (DTYPE_BYTES, audio_vae_params, bridge_layer, bridge_part, dit_block, dit_part,
+                     dit_stem, text_encoder_params, video_vae_params)
+from .quant import storage_bits_per_weight
+
+GB = 1e9
+RUNTIME_HOST = int(1.5 * GB)      # python + torch + ComfyUI, measured ~1 GB idle [ESTIMATE]
+CUDA_CONTEXT = int(0.5 * GB)      # CUDA context + cuBLAS workspace [ESTIMATE]
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    vram_bytes: int
+    host_bytes: int
+    vram: dict = field(default_factory=dict)     # breakdown of the peak stage (bytes)
+    host: dict = field(default_factory=dict)
+    stage: str = ""                              # which stage sets the VRAM peak
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in self.vram.items() if v)
+        return (f"MOVA memory estimate: peak VRAM {self.vram_bytes / GB:.1f} GB ({self.stage}: {parts}), "
+                f"host RAM {self.host_bytes / GB:.1f} GB")
+
+    def as_dict(self) -> dict:
+        return {"vram_gb": round(self.vram_bytes / GB, 2), "host_gb": round(self.host_bytes / GB, 2),
+                "stage": self.stage, "vram": self.vram, "host": self.host}
+
+
+def latent_sizes(config, width: int, height: int, frames: int, fps: float):
+    """(video tokens, (f, h, w) token grid, audio tokens) for a request (spec §4.1)."""
+    vae, vid = config.video_vae, config.video_dit
+    f = (frames - 1) // vae.temporal_stride + 1
+    h = height // vae.spatial_stride // vid.patch_size[1]
+    w = width // vae.spatial_stride // vid.patch_size[2]
+    samples = int(config.audio_vae.sample_rate * frames / fps)
+    audio = (samples - 1) // config.audio_vae.hop_length + 1
+    return f * h * w, (f, h, w), audio
+
+
+def block_activation_bytes(tokens: int, dim: int, ffn_dim: int, context: int, act: int) -> int:
+    """Peak live bytes inside one DiT block: max of the self-attention phase (residual, normed input,
+    q, k, v, output in the activation dtype + two fp32 RoPE temporaries) and the FFN phase (residual,
+    normed input, hidden before and after GELU). Text cross-attention adds k/v over the context."""
+    attn = tokens * dim * (6 * act + 2 * 4) + 2 * context * dim * act
+    ffn = tokens * (2 * dim * act + 2 * ffn_dim * act)
+    return max(attn, ffn)
+
+
+def denoise_activation_bytes(config, tokens_v: int, tokens_a: int, act: int, text_len: int = 512) -> int:
+    v, a = config.video_dit, config.audio_dit
+    streams = (tokens_v * v.dim + tokens_a * a.dim) * act            # both residual streams stay live
+    contexts = text_len * (v.text_dim * act + (v.dim + a.dim) * act)  # raw + embedded text contexts
+    video = block_activation_bytes(tokens_v, v.dim, v.ffn_dim, text_len, act)
+    audio = block_activation_bytes(tokens_a, a.dim, a.ffn_dim, text_len, act)
+    # bridge a2v: q over video tokens, k/v over audio tokens projected to video width (+ rope copies)
+    bridge = tokens_v * v.dim * 4 * act + tokens_a * v.dim * 2 * act
+    ropes = tokens_v * v.head_dim * 4 + tokens_a * a.head_dim * 4 + (tokens_v + tokens_a) * 2 * config.bridge.head_dim * act
+    return streams + contexts + ropes + max(video, audio, bridge)
+
+
+def _units(config, mode: str, dtype: str, fp8_scale: str) -> list[int]:
+    """Bytes of each swap unit (interaction layer i, then the remaining video blocks)."""
+    vb = dit_block(config.video_dit).bytes(mode, dtype, fp8_scale)
+    ab = dit_block(config.audio_dit).bytes(mode, dtype, fp8_scale)
+    a2v, v2a = bridge_layer(config.bridge)
+    bb = a2v.bytes(mode, dtype, fp8_scale) + v2a.bytes(mode, dtype, fp8_scale)
+    shared = len(config.bridge.interaction_layers)
+    return [vb + ab + bb] * shared + [vb] * (config.video_dit.num_layers - shared)
+
+
+def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0, dtype: str = "bf16",
+                quant: str = "bf16", offload: OffloadSettings | None = None, cfg_passes: int = 2,
+                experts: int = 2, fp8_scale: str = "tensor") -> MemoryPlan:
+    """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
+    keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM)."""
+    if isinstance(config, str):
+        from ..models.config import PRESETS
+        config = PRESETS[config]
+    act = DTYPE_BYTES[dtype]
+    tokens_v, _, tokens_a = latent_sizes(config, width, height, frames, fps)
+
+    # Weights of the active tower set, split into always-resident stems and swap units.
+    v_stem = dit_stem(config.video_dit).bytes(quant, dtype)
+    # with offload both experts' stems stay on the device (the towers read them directly)
+    stems = v_stem * (experts if offload is not None else 1) + dit_stem(config.audio_dit).bytes(quant, dtype)
+    stems += config.bridge.head_dim // 2 * 4
+    units = _units(config, quant, dtype, fp8_scale)
+    video_expert = dit_part(config.video_dit).bytes(quant, dtype, fp8_scale)
+    dit_all = (experts * video_expert + dit_part(config.audio_dit).bytes(quant, dtype, fp8_scale)
+               + bridge_part(config.bridge).bytes(quant, dtype, fp8_scale))
+    active = stems + sum(units)
+    if offload is None:
+        resident, streamed = active, 0
+        host_dit = dit_all - active
+    else:
+        keep = len(units) if offload.resident_units < 0 else min(offload.resident_units, len(units))
+        resident = stems + sum(units[:keep])
+        rest = units[keep:]
+        streamed = (2 if offload.prefetch else 1) * max(rest, default=0)
+        host_dit = dit_all if offload.storage != "disk" else streamed
+
+    # Latents, per-pass velocities and text conditioning held by the sampler (fp32 latents).
+    v_lat = config.video_dit.out_dim * tokens_v * math.prod(config.video_dit.patch_size) * 4
+    a_lat = config.audio_dit.out_dim * tokens_a * 4
+    sampler = (v_lat + a_lat) * (3 + cfg_passes) + cfg_passes * 512 * config.video_dit.text_dim * act
+    denoise = {"weights_resident": resident, "weights_streamed": streamed,
+               "activations": denoise_activation_bytes(config, tokens_v, tokens_a, act),
+               "latents": sampler, "cuda_context": CUDA_CONTEXT}
+
+    text_bits = storage_bits_per_weight(quant if quant != "fp16" else "bf16")
+    text_bytes = int(text_encoder_params(config.text_encoder) * text_bits / 8)
+    text = {"text_encoder": text_bytes, "activations": 512 * config.text_encoder.d_ff * 4 * 4,
+            "cuda_context": CUDA_CONTEXT}
+    vvae, avae = video_vae_params(config.video_vae) * act, audio_vae_params(config.audio_vae) * 4
+    _, (f, _, _), _ = latent_sizes(config, width, height, frames, fps)
+    frame_px = width * height
+    decode = {"video_vae": vvae + avae,
+              # causal chunks of 4 frames at full resolution, ~10 live base_dim-wide maps [ESTIMATE]
+              "activations": 10 * 4 * frame_px * config.video_vae.base_dim * act,
+              "frames_out": 3 * frames * frame_px * 4, "cuda_context": CUDA_CONTEXT}
+    stages = {"denoise": denoise, "text encode": text, "decode": decode}
+    stage = max(stages, key=lambda s: sum(stages[s].values()))
+
+    # storage "disk": the text encoder is read from its mmap'd file too; only the largest tensor
+    # (the token embedding) is staged in private memory
+    embed = int(config.text_encoder.vocab_size * config.text_encoder.d_model * text_bits / 8)
+    host = {"runtime": RUNTIME_HOST, "dit_weights": host_dit,
+            "text_encoder": text_bytes if offload is None or offload.storage != "disk" else embed,
+            "vaes": vvae + avae, "frames_out": 3 * frames * frame_px * 4 + frames * frame_px * 3}
+    return MemoryPlan(vram_bytes=int(sum(stages[stage].values())), host_bytes=int(sum(host.values())),
+                      vram=dict(stages[stage]), host=host, stage=stage)

@@ -1,0 +1,209 @@
+"""HTTP routes the pack adds to ComfyUI's server, used by the frontend extension (web/mova.js).
+
+GET|POST /mova/estimate   peak VRAM / host RAM of one generation (kernels/planner.py) for the
+                          settings on the canvas: model (folder name) or preset, width, height,
+                          frames, fps, dtype, quantization, offload, resident_layers, cfg_passes.
+GET      /mova/models     the real MOVA files (models/hub.py manifest) and whether each is present.
+
+ComfyUI also serves every route under /api/ (the frontend's `api.fetchApi` uses that prefix).
+The request logic is plain functions over dicts so tests run it without ComfyUI; `register_routes`
+is the only part that touches the server, and ComfyUI modules are imported only there.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..kernels import planner
+from ..kernels.offload import OffloadSettings
+from ..models import hub
+from ..models.config import PRESETS, load_mova_config
+from ..models.errors import MovaError
+
+log = logging.getLogger(__name__)
+GB = 1e9
+QUANT_TO_PLANNER = {"none": "bf16", "fp8_e4m3fn": "fp8_e4m3fn", "nf4": "nf4", "int8": "int8"}
+OFFLOAD_TO_STORAGE = {"cpu": "cpu_pinned", "disk": "disk"}
+DEFAULTS = {"width": 640, "height": 352, "frames": 97, "fps": 24.0, "dtype": "auto", "quantization": "none",
+            "offload": "none", "resident_layers": 40, "cfg_passes": 2}
+
+
+class RequestError(MovaError):
+    """A query the estimate cannot answer (bad number, unknown option or model)."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the routes need from the running ComfyUI (injected, so tests need no ComfyUI)."""
+    find_mova_folder: Callable[[str], Optional[Path]] = lambda name: None
+    mova_roots: Callable[[], list] = lambda: []
+    device_type: Callable[[], str] = lambda: "cuda"
+    device_total_bytes: Callable[[], Optional[int]] = lambda: None   # VRAM of this machine's GPU
+    host_total_bytes: Callable[[], Optional[int]] = lambda: None
+
+
+def _number(query: dict, key: str, kind, low, high):
+    raw = query.get(key, DEFAULTS[key])
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise RequestError(f"{key} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise RequestError(f"{key} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(query: dict, key: str, options) -> str:
+    value = str(query.get(key, DEFAULTS[key]))
+    if value not in options:
+        raise RequestError(f"{key} must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
+def _config(query: dict, host: Host):
+    """The architecture to plan for: the named MOVA folder's config.json files, else a preset."""
+    model = query.get("model")
+    if model:
+        folder = host.find_mova_folder(str(model))
+        if folder is not None:
+            return load_mova_config(folder), str(model)
+    preset = str(query.get("preset") or "mova-360p")
+    if preset not in PRESETS:
+        raise RequestError(f"unknown model {model!r} / preset {preset!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[preset], preset
+
+
+def _half_up(x: float) -> int:
+    return math.floor(x + 0.5)       # JavaScript's Math.round, so web/ and this agree on ties
+
+
+def snap_geometry(width: int, height: int, frames: int) -> tuple:
+    """What MOVA can take: sizes multiples of 16, frames 4k+1 (nearest, ties up; at least 16 / 1).
+    web/mova.js snaps the widgets with the same rule."""
+    return (max(16, _half_up(width / 16) * 16), max(16, _half_up(height / 16) * 16),
+            max(1, _half_up((frames - 1) / 4) * 4 + 1))
+
+
+def estimate(query: dict, host: Host = Host()) -> dict:
+    """The planner's answer for one set of canvas settings, plus a one-line text for the widget."""
+    config, source = _config(query, host)
+    width, height, frames = snap_geometry(_number(query, "width", int, 16, 8192),
+                                          _number(query, "height", int, 16, 8192),
+                                          _number(query, "frames", int, 1, 4097))
+    fps = _number(query, "fps", float, 1.0, 240.0)
+    quantization = _choice(query, "quantization", QUANT_TO_PLANNER)
+    offload = _choice(query, "offload", ("none", *OFFLOAD_TO_STORAGE))
+    dtype = _choice(query, "dtype", ("auto", "bf16", "fp16", "fp32"))
+    if dtype == "auto":   # what the loader picks: bf16 on a GPU, fp32 on the CPU
+        dtype = "bf16" if host.device_type() == "cuda" else "fp32"
+    resident = _number(query, "resident_layers", int, -1, 4096)
+    cfg_passes = _number(query, "cfg_passes", int, 1, 3)
+    settings = None if offload == "none" else OffloadSettings(resident_units=resident,
+                                                              storage=OFFLOAD_TO_STORAGE[offload])
+    plan = planner.plan_memory(config, width, height, frames, fps=fps, dtype=dtype,
+                               quant=QUANT_TO_PLANNER[quantization], offload=settings, cfg_passes=cfg_passes)
+    out = plan.as_dict()
+    out.update(model=source, width=width, height=height, frames=frames, fps=fps, dtype=dtype,
+               quantization=quantization, offload=offload, seconds=round(frames / fps, 2))
+    device_total, host_total = host.device_total_bytes(), host.host_total_bytes()
+    out["device"] = {"type": host.device_type(),
+                     "vram_gb": round(device_total / GB, 1) if device_total else None,
+                     "host_gb": round(host_total / GB, 1) if host_total else None}
+    out["fits"] = {"vram": plan.vram_bytes <= device_total if device_total else None,
+                   "host": plan.host_bytes <= host_total if host_total else None}
+    out["text"] = estimate_text(out)
+    return out
+
+
+def estimate_text(e: dict) -> str:
+    """e.g. 'VRAM ≈ 24.1 GB · RAM ≈ 24.1 GB (640×352, 97 f = 4.0 s, fp8_e4m3fn)'."""
+    def mark(fits):
+        return "" if fits is None else (" ✓" if fits else " ✗")
+    line = (f"VRAM ≈ {e['vram_gb']:.1f} GB{mark(e['fits']['vram'])} · "
+            f"RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}")
+    detail = (f"{e['model']}, {e['width']}×{e['height']}, {e['frames']} f = {e['seconds']:g} s, "
+              f"{e['dtype']}, quant {e['quantization']}, offload {e['offload']}; peak in {e['stage']}")
+    return f"{line}\n{detail}"
+
+
+def models_listing(host: Host = Host()) -> dict:
+    """Every known released file, its URL, and whether it is already in a `mova` model folder."""
+    roots = [Path(r) for r in host.mova_roots()]
+    variants = []
+    for variant, repo in hub.REPOS.items():
+        files = []
+        for f in hub.manifest(variant):
+            present = [str(r / variant / f.path) for r in roots if (r / variant / f.path).is_file()]
+            files.append({"path": f.path, "component": f.component, "size": f.size, "required": f.required,
+                          "url": hub.file_url(variant, f.path), "present": bool(present),
+                          "local": present[0] if present else None})
+        variants.append({"variant": variant, "repo": repo, "folder": f"models/mova/{variant}",
+                         "files": files, "present": sum(x["present"] for x in files)})
+    return {"variants": variants,
+            "download": "Use the 'MOVA Download Models' node (confirm = true) or huggingface-cli; "
+                        "nothing is downloaded automatically."}
+
+
+def _comfy_host() -> Host:
+    """Host functions backed by the running ComfyUI (imported lazily: only inside ComfyUI)."""
+    import comfy.model_management as mm
+    import folder_paths
+    import psutil
+
+    from . import model_files
+
+    def find(name):
+        try:
+            return model_files.mova_folder_path(name)
+        except MovaError:
+            return None
+
+    def vram():
+        dev = mm.get_torch_device()
+        return mm.get_total_memory(dev) if dev.type == "cuda" else None
+
+    return Host(find_mova_folder=find,
+                mova_roots=lambda: folder_paths.get_folder_paths(model_files.FOLDER),
+                device_type=lambda: mm.get_torch_device().type,
+                device_total_bytes=vram,
+                host_total_bytes=lambda: psutil.virtual_memory().total)
+
+
+def register_routes(routes=None, host: Optional[Host] = None) -> None:
+    """Add the routes to `routes` (default: ComfyUI's `PromptServer.instance.routes`). Call once,
+    while the pack loads (before ComfyUI adds its route table to the app)."""
+    from aiohttp import web
+    if routes is None:
+        import server
+        routes = server.PromptServer.instance.routes
+    host = host or _comfy_host()
+
+    def answer(fn, query):
+        try:
+            return web.json_response(fn(query))
+        except MovaError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        except Exception as err:   # never a 500 with a traceback page for a widget refresh
+            log.exception("MOVA estimate failed")
+            return web.json_response({"error": f"{type(err).__name__}: {err}"}, status=500)
+
+    @routes.get("/mova/estimate")
+    async def get_estimate(request):
+        return answer(lambda q: estimate(q, host), dict(request.query))
+
+    @routes.post("/mova/estimate")
+    async def post_estimate(request):
+        try:
+            query = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        if not isinstance(query, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        return answer(lambda q: estimate(q, host), query)
+
+    @routes.get("/mova/models")
+    async def get_models(request):
+        return answer(lambda q: models_listing(host), {})

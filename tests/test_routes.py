@@ -1,0 +1,118 @@
+"""nodes/routes.py: the estimate / models logic and its aiohttp handlers on a real loopback server.
+
+nodes/__init__.py needs ComfyUI (comfy_api); routes.py itself does not until `_comfy_host()`. So this
+test registers `mova_pack.nodes` as a bare package (like conftest does for `mova_pack`) and imports
+only routes.py. The same routes are exercised inside the real ComfyUI by tests/browser/.
+"""
+import asyncio
+import json
+import sys
+import types
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from conftest import ROOT
+from mova_pack.kernels import planner
+from mova_pack.models.config import PRESETS
+
+if "mova_pack.nodes" not in sys.modules:
+    _pkg = types.ModuleType("mova_pack.nodes")
+    _pkg.__path__ = [str(ROOT / "nodes")]
+    sys.modules["mova_pack.nodes"] = _pkg
+from mova_pack.nodes import routes  # noqa: E402
+
+
+def test_estimate_follows_the_planner_and_quantization_lowers_it():
+    q = {"preset": "mova-360p", "width": 640, "height": 352, "frames": 97, "dtype": "bf16"}
+    plain = routes.estimate({**q, "quantization": "none"})
+    fp8 = routes.estimate({**q, "quantization": "fp8_e4m3fn"})
+    expected = planner.plan_memory(PRESETS["mova-360p"], 640, 352, 97, fps=24.0, dtype="bf16", quant="fp8_e4m3fn")
+    assert fp8["vram_gb"] == round(expected.vram_bytes / 1e9, 2)
+    assert fp8["vram_gb"] < plain["vram_gb"] - 10           # ~18 GB less weights
+    assert fp8["text"].startswith(f"VRAM ≈ {fp8['vram_gb']:.1f} GB · RAM ≈ {fp8['host_gb']:.1f} GB")
+    assert "quant fp8_e4m3fn" in fp8["text"] and fp8["seconds"] == pytest.approx(97 / 24, abs=0.01)
+
+
+def test_offload_trades_vram_for_host_ram_and_sizes_matter():
+    q = {"preset": "mova-360p", "dtype": "bf16", "frames": 193}
+    none, cpu = routes.estimate({**q, "offload": "none"}), routes.estimate({**q, "offload": "cpu", "resident_layers": 0})
+    assert cpu["vram_gb"] < none["vram_gb"] and cpu["host_gb"] > none["host_gb"]
+    small = routes.estimate({**q, "frames": 49, "width": 320, "height": 176})
+    assert small["vram"]["activations"] < none["vram"]["activations"]
+
+
+def test_bad_geometry_is_snapped_like_the_widget_does():
+    e = routes.estimate({"preset": "tiny", "width": 70, "height": 50, "frames": 50})
+    assert (e["width"], e["height"], e["frames"]) == (64, 48, 49)
+    assert routes.snap_geometry(8, 8, 0) == (16, 16, 1)
+    assert routes.snap_geometry(648, 360, 99) == (656, 368, 101)
+
+
+def test_auto_dtype_depends_on_the_device_and_fit_marks():
+    gpu12 = routes.Host(device_type=lambda: "cuda", device_total_bytes=lambda: 12 * 10**9,
+                        host_total_bytes=lambda: 64 * 10**9)
+    e = routes.estimate({"preset": "mova-360p", "quantization": "nf4"}, gpu12)
+    assert e["dtype"] == "bf16" and e["fits"] == {"vram": False, "host": True}
+    assert "✗" in e["text"].splitlines()[0] and e["device"]["vram_gb"] == 12.0
+    cpu = routes.estimate({"preset": "tiny"}, routes.Host(device_type=lambda: "cpu"))
+    assert cpu["dtype"] == "fp32" and cpu["fits"] == {"vram": None, "host": None}
+
+
+def test_model_folder_config_is_used(tmp_path):
+    folder = tmp_path / "my-tiny"
+    cfg = PRESETS["tiny"]
+    for name, part in (("video_dit", cfg.video_dit), ("audio_dit", cfg.audio_dit), ("dual_tower_bridge", cfg.bridge)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text(json.dumps(part.to_dict()))
+    host = routes.Host(find_mova_folder=lambda n: folder if n == "my-tiny" else None)
+    tiny = routes.estimate({"model": "my-tiny", "width": 64, "height": 64, "frames": 49}, host)
+    big = routes.estimate({"model": "not-there", "width": 64, "height": 64, "frames": 49}, host)
+    assert tiny["model"] == "my-tiny" and big["model"] == "mova-360p"
+    assert tiny["vram_gb"] < big["vram_gb"]
+    assert tiny["host"]["dit_weights"] < big["host"]["dit_weights"] / 1000
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"width": "wide"}, "width must be a number"),
+    ({"frames": 100000}, "frames must be between"),
+    ({"quantization": "q4"}, "quantization must be one of"),
+    ({"offload": "gpu"}, "offload must be one of"),
+    ({"preset": "mova-1080p"}, "unknown model"),
+])
+def test_bad_queries_raise_clear_errors(query, message):
+    with pytest.raises(routes.RequestError, match=message):
+        routes.estimate(query)
+
+
+def test_models_listing_marks_present_files(tmp_path):
+    weights = tmp_path / "MOVA-360p" / "audio_vae" / "diffusion_pytorch_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"x")
+    listing = routes.models_listing(routes.Host(mova_roots=lambda: [tmp_path]))
+    v360 = next(v for v in listing["variants"] if v["variant"] == "MOVA-360p")
+    present = [f["path"] for f in v360["files"] if f["present"]]
+    assert present == ["audio_vae/diffusion_pytorch_model.safetensors"] and v360["present"] == 1
+    assert all(f["url"].startswith("https://huggingface.co/OpenMOSS-Team/") for f in v360["files"])
+
+
+def test_http_handlers_on_a_loopback_server():
+    async def run():
+        table = web.RouteTableDef()
+        routes.register_routes(table, routes.Host(device_type=lambda: "cuda"))
+        app = web.Application()
+        app.add_routes(table)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            r = await client.get("/mova/estimate", params={"preset": "mova-360p", "quantization": "nf4"})
+            got = await r.json()
+            assert r.status == 200 and got["quantization"] == "nf4" and got["vram_gb"] > 5
+            r = await client.post("/mova/estimate", json={"preset": "mova-360p", "quantization": "none"})
+            assert r.status == 200 and (await r.json())["vram_gb"] > got["vram_gb"]
+            r = await client.post("/mova/estimate", json={"frames": "many"})
+            assert r.status == 400 and "frames must be a number" in (await r.json())["error"]
+            r = await client.post("/mova/estimate", data="not json")
+            assert r.status == 400
+            r = await client.get("/mova/models")
+            assert r.status == 200 and len((await r.json())["variants"]) == 2
+    asyncio.run(run())

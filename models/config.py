@@ -333,24 +333,26 @@ def load_component_config(path, component: str):
 
 
 def load_mova_config(folder) -> MovaConfig:
-    """Read a MOVA diffusers-style folder (model_index.json + one config per component)."""
+    """Read a MOVA diffusers-style folder (model_index.json + one config per component).
+
+    Either expert folder (video_dit/ or video_dit_2/) is enough; both must agree when both exist."""
     folder = Path(folder)
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     parts = {}
-    for name in ("video_dit", "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae",
+    for name in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae",
                  "text_encoder", "scheduler"):
         if (folder / name).is_dir():
             parts[name] = load_component_config(folder / name, name)
-        elif name in ("video_dit", "audio_dit", "dual_tower_bridge"):
+    video = parts.get("video_dit") or parts.get("video_dit_2")
+    for name, have in (("video_dit", video), ("audio_dit", parts.get("audio_dit")),
+                       ("dual_tower_bridge", parts.get("dual_tower_bridge"))):
+        if have is None:
             raise ConfigError(f"{folder}: missing the {name}/ folder. Expected a MOVA-360p/720p folder "
                               "as downloaded from Hugging Face.")
-    if (folder / "video_dit_2").is_dir():
-        low = load_component_config(folder / "video_dit_2", "video_dit_2")
-        if low != parts["video_dit"]:
-            raise ConfigError(f"{folder}: video_dit_2/config.json differs from video_dit/config.json; "
-                              "both experts must share one architecture.")
-    return MovaConfig(video_dit=parts["video_dit"], audio_dit=parts["audio_dit"],
-                      bridge=parts["dual_tower_bridge"],
+    if "video_dit_2" in parts and parts["video_dit_2"] != video:
+        raise ConfigError(f"{folder}: video_dit_2/config.json differs from video_dit/config.json; "
+                          "both experts must share one architecture.")
+    return MovaConfig(video_dit=video, audio_dit=parts["audio_dit"], bridge=parts["dual_tower_bridge"],
                       **{k: parts[k] for k in ("audio_vae", "video_vae", "text_encoder", "scheduler")
                          if k in parts},
                       boundary_ratio=float(index.get("boundary_ratio", 0.9)))

@@ -15,3 +15,7 @@ class CheckpointError(MovaError):
 
 class InputError(MovaError):
     """A runtime input (size, frame count, tensor shape) that MOVA cannot use."""
+
+
+class SamplingStopped(MovaError):
+    """The caller's should_stop() asked to stop between steps."""

@@ -1,0 +1,145 @@
+"""MovaGenerator: the two video experts, the audio tower and the Bridge, loaded from a MOVA folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+
+from .bridge import DualTowerBridge
+from .checkpoint import load_into, resolve_files, save_component
+from .config import PRESETS, MovaConfig, load_component_config, load_mova_config
+from .dit import AudioDiT, VideoDiT
+from .errors import CheckpointError, ConfigError
+
+# Folder names of the released layout -> attribute names on MovaGenerator.
+COMPONENTS = {"video_dit": "video_high", "video_dit_2": "video_low", "audio_dit": "audio",
+              "dual_tower_bridge": "bridge"}
+
+
+class MovaGenerator(nn.Module):
+    """video_high = video_dit (high-noise expert), video_low = video_dit_2 (low-noise), audio, bridge."""
+
+    def __init__(self, config: MovaConfig, video_high: Optional[VideoDiT], video_low: Optional[VideoDiT],
+                 audio: AudioDiT, bridge: DualTowerBridge):
+        super().__init__()
+        if video_high is None and video_low is None:
+            raise ConfigError("MovaGenerator needs at least one video expert (video_dit or video_dit_2).")
+        self.config = config
+        self.video_high, self.video_low, self.audio, self.bridge = video_high, video_low, audio, bridge
+
+    def expert(self, low_noise: bool) -> VideoDiT:
+        """The expert for this phase; with only one expert loaded, that one serves both phases."""
+        chosen = self.video_low if low_noise else self.video_high
+        return chosen if chosen is not None else (self.video_high if low_noise else self.video_low)
+
+    @property
+    def device(self) -> torch.device:
+        return self.audio.patch_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.audio.dtype
+
+
+def _build(name: str, config: MovaConfig) -> nn.Module:
+    if name == "audio_dit":
+        return AudioDiT(config.audio_dit)
+    if name == "dual_tower_bridge":
+        return DualTowerBridge(config.bridge)
+    return VideoDiT(config.video_dit)
+
+
+def build_generator(config: Union[MovaConfig, str], dtype=torch.float32, device="cpu", seed: int = None,
+                    low_noise_expert: bool = True) -> MovaGenerator:
+    """Randomly initialised generator (tests, toy-model training). Use load_generator for real weights."""
+    config = PRESETS[config] if isinstance(config, str) else config
+    if seed is not None:
+        torch.manual_seed(seed)
+    parts = {n: (_build(n, config) if n != "video_dit_2" or low_noise_expert else None) for n in COMPONENTS}
+    gen = MovaGenerator(config, *(parts[n] for n in COMPONENTS))
+    return gen.to(device=device, dtype=dtype).requires_grad_(False).eval()
+
+
+def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, str, None] = None,
+                   dtype: torch.dtype = torch.bfloat16, device="cpu") -> MovaGenerator:
+    """Load from a MOVA folder (video_dit/, video_dit_2/, audio_dit/, dual_tower_bridge/ each with
+    config.json + safetensors) and/or from `files` {component: file, index.json, folder or shard list}.
+
+    Config precedence: the component's config.json next to its weights, then `config` (a MovaConfig or a
+    preset name such as "mova-360p"). Either video expert may be absent; the audio tower and Bridge are
+    required.
+    """
+    sources = {}
+    if folder is not None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"MOVA folder not found: {folder}.")
+        sources = {n: folder / n for n in COMPONENTS if (folder / n).is_dir()}
+    sources.update(files or {})
+    unknown = set(sources) - set(COMPONENTS)
+    if unknown:
+        raise CheckpointError(f"unknown component(s) {sorted(unknown)}; expected some of {list(COMPONENTS)}.")
+    for need in ("audio_dit", "dual_tower_bridge"):
+        if need not in sources:
+            raise CheckpointError(f"no {need} weights given" + (f" ({folder} has no {need}/ folder)" if folder else "")
+                                  + f". MOVA needs video_dit and/or video_dit_2, audio_dit and dual_tower_bridge.")
+    if "video_dit" not in sources and "video_dit_2" not in sources:
+        raise CheckpointError("no video expert given: pass video_dit (high-noise) and/or video_dit_2 (low-noise).")
+    cfg = _resolve_config(folder, sources, config)
+    parts = {}
+    for name in COMPONENTS:
+        if name not in sources:
+            parts[name] = None
+            continue
+        paths = resolve_files(sources[name], name)
+        with torch.device("meta"):
+            module = _build(name, cfg)
+        parts[name] = load_into(module, paths, name, dtype=dtype, device=device)
+    return MovaGenerator(cfg, *(parts[n] for n in COMPONENTS))
+
+
+def _component_config(source, name):
+    """config.json beside the weights, or None."""
+    src = Path(source) if isinstance(source, (str, Path)) else Path(list(source)[0])
+    where = src if src.is_dir() else src.parent
+    return load_component_config(where, name) if (where / "config.json").is_file() else None
+
+
+def _resolve_config(folder, sources, config) -> MovaConfig:
+    base = PRESETS[config] if isinstance(config, str) and config in PRESETS else config
+    if isinstance(config, str) and base is config:
+        raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)}.")
+    if base is None and folder is not None and (folder / "audio_dit" / "config.json").is_file():
+        base = load_mova_config(folder)
+    found = {n: _component_config(s, n) for n, s in sources.items()}
+    video = found.get("video_dit") or found.get("video_dit_2") or (base.video_dit if base else None)
+    audio = found.get("audio_dit") or (base.audio_dit if base else None)
+    bridge = found.get("dual_tower_bridge") or (base.bridge if base else None)
+    if video is None or audio is None or bridge is None:
+        raise ConfigError("no config.json next to the weights; pass config='mova-360p' (or 'mova-720p') or "
+                          "keep each component's config.json beside its .safetensors file.")
+    if found.get("video_dit") and found.get("video_dit_2") and found["video_dit"] != found["video_dit_2"]:
+        raise ConfigError("video_dit and video_dit_2 config.json differ; both experts must share one architecture.")
+    extra = {} if base is None else {k: getattr(base, k) for k in
+                                     ("audio_vae", "video_vae", "text_encoder", "scheduler", "boundary_ratio")}
+    return MovaConfig(video_dit=video, audio_dit=audio, bridge=bridge, **extra)
+
+
+def save_generator(gen: MovaGenerator, folder, max_shard_bytes: int = None):
+    """Write the released folder layout (model_index.json, scheduler/, one folder per component)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = gen.config
+    index = {"_class_name": "MOVA", "audio_vae_type": "dac", "boundary_ratio": cfg.boundary_ratio}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg.scheduler.to_dict(), indent=2))
+    configs = {"video_dit": cfg.video_dit, "video_dit_2": cfg.video_dit, "audio_dit": cfg.audio_dit,
+               "dual_tower_bridge": cfg.bridge}
+    for name, attr in COMPONENTS.items():
+        module = getattr(gen, attr)
+        if module is not None:
+            save_component(module, folder / name, configs[name].to_dict(), max_shard_bytes)

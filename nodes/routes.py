@@ -12,6 +12,7 @@ is the only part that touches the server, and ComfyUI modules are imported only 
 from __future__ import annotations
 
 import logging
+import sys
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,3 +208,19 @@ def register_routes(routes=None, host: Optional[Host] = None) -> None:
     @routes.get("/mova/models")
     async def get_models(request):
         return answer(lambda q: models_listing(host), {})
+
+
+def register_with_running_server() -> bool:
+    """Register once with ComfyUI's PromptServer if this process has one (no-op in tests and
+    in-process runs). Called at import: nodes/__init__.py imports every module in nodes/ while
+    ComfyUI loads the pack, which is before ComfyUI adds its route table to the web app."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None or getattr(instance, "_mova_routes_registered", False):
+        return False
+    register_routes(instance.routes)
+    instance._mova_routes_registered = True
+    return True
+
+
+register_with_running_server()

@@ -8,15 +8,16 @@ import asyncio
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import ROOT
 from mova_pack.kernels import planner
 from mova_pack.models.config import PRESETS
 
+ROOT = Path(__file__).resolve().parents[1]
 if "mova_pack.nodes" not in sys.modules:
     _pkg = types.ModuleType("mova_pack.nodes")
     _pkg.__path__ = [str(ROOT / "nodes")]

@@ -12,8 +12,10 @@ API
         `stack`; components whose part of the stack did not change are left alone (a strength
         change re-applies from the kept originals, nothing is read from disk). An empty stack (or
         strength 0) restores the base bit for bit. Float weights are merged (delta in fp32, added,
-        cast back); quantized linears (`add_adapter`, kernels/quant.py) get the LoRA computed
-        alongside; `unmerged=True` computes alongside everywhere (forward hooks on plain Linears).
+        cast back); quantized linears (`add_adapter`, kernels/quant.py) and linears inside blocks that
+        carry forward pre-hooks (kernels/offload streams those from its own copies) get the LoRA
+        computed alongside; `unmerged=True` computes alongside everywhere (forward hooks on Linears).
+        Apply LoRAs AFTER quantizing / attaching offload (the nodes do it right before sampling).
     remove_loras(generator)              == apply_lora_stack(generator, LoraStack())
     LoraReport: .lines, .warnings, str(report) — e.g. "x: applied 480 of 480 keys to video high-noise, 0 unmatched"
     LoraMismatchError (MovaError): no module of the LoRA fits MOVA; says what it looks made for.
@@ -121,6 +123,10 @@ class _Catalog:
     def __init__(self, root: nn.Module):
         self.modules = {p: m for p, m in root.named_modules()
                         if p and (hasattr(m, "add_adapter") or isinstance(getattr(m, "weight", None), torch.Tensor))}
+        # Blocks with forward pre-hooks are managed by someone else (kernels/offload streams them in
+        # from its own host copy): merging there would be undone on the next load, so never merge.
+        hooked = [p for p, m in root.named_modules() if m._forward_pre_hooks]
+        self.streamed = {p for p in self.modules if any(h == "" or p == h or p.startswith(h + ".") for h in hooked)}
         self.alias = {}
         for path in self.modules:
             for name in filter(None, (path, _diffusers_alias(path))):
@@ -132,9 +138,17 @@ class _Catalog:
 
 
 def _weight_shape(module: nn.Module) -> tuple:
-    if hasattr(module, "add_adapter"):
+    """Logical weight shape (a streamed weight may be an empty placeholder right now)."""
+    if hasattr(module, "in_features") and hasattr(module, "out_features"):
         return (module.out_features, module.in_features)
     return tuple(module.weight.shape)
+
+
+def _mergeable(module: nn.Module, shape: tuple) -> bool:
+    """A float weight that is really here (kernels/offload leaves empty placeholders in streamed blocks)."""
+    w = getattr(module, "weight", None)
+    return (isinstance(w, torch.Tensor) and w.dtype in _FLOAT_DTYPES and not w.is_meta
+            and tuple(w.shape) == tuple(shape))
 
 
 def _fits(adapter: Adapter, shape: tuple) -> bool:
@@ -254,8 +268,9 @@ class _TreeState:
             hook.remove()
         self.originals, self.adapters, self.hooks, self.key, self.keep, self.mode = [], [], [], (), (), ""
 
-    def apply(self, modules: dict, patches: dict, unmerged: bool) -> str:
-        """patches: {path: [(adapter, strength)]}. Returns "merged" / "alongside" / "merged+alongside"."""
+    def apply(self, modules: dict, patches: dict, unmerged: bool, streamed=frozenset()) -> str:
+        """patches: {path: [(adapter, strength)]}. Returns "merged" / "alongside" / "merged+alongside".
+        Streamed (offloaded) and quantized weights get the LoRA alongside; float weights are merged."""
         modes = set()
         for path, items in patches.items():
             module = modules[path]
@@ -263,10 +278,11 @@ class _TreeState:
                 for adapter, strength in items:
                     self._add_alongside(module, adapter, strength)
                 modes.add("alongside")
-            elif module.weight.dtype not in _FLOAT_DTYPES or (unmerged and not _calls_weight_directly(path)):
-                if module.weight.dim() != 2:
-                    raise LoraMismatchError(f"cannot compute a LoRA alongside {path} ({type(module).__name__}); "
-                                            "use merged mode")
+            elif (not _mergeable(module, _weight_shape(module)) or path in streamed
+                  or (unmerged and not _calls_weight_directly(path))):
+                if not hasattr(module, "in_features"):
+                    raise LoraMismatchError(f"cannot compute a LoRA alongside {path} ({type(module).__name__}), "
+                                            "and its weight cannot be merged here (streamed or not float).")
                 self.hooks.append(module.register_forward_hook(_alongside_hook(module, items)))
                 modes.add("alongside")
             else:
@@ -304,21 +320,24 @@ def _calls_weight_directly(path: str) -> bool:
 
 
 def _alongside_hook(module: nn.Module, items):
-    factors = []
+    device = module.weight.device
+    factors, bias = [], None
     for adapter, strength in items:
         low = adapter.low_rank()
         if low is not None:
-            factors.append((low[0].to(module.weight.device), low[1].to(module.weight.device), low[2] * strength))
+            factors.append((low[0].to(device), low[1].to(device), low[2] * strength))
         else:
-            d = adapter.delta(tuple(module.weight.shape)).to(module.weight.device)
-            factors.append((d, None, strength))
+            factors.append((adapter.delta(_weight_shape(module)).to(device), None, strength))
+        b = adapter.bias_delta()
+        if b is not None:
+            bias = (0 if bias is None else bias) + b.to(device) * strength
 
     def hook(mod, args, out):
         x = args[0]
         for a, b, scale in factors:
             y = F.linear(x, a.to(x.dtype))
             out = out + (F.linear(y, b.to(x.dtype)) if b is not None else y) * scale
-        return out
+        return out if bias is None else out + bias.to(out.dtype)
     return hook
 
 
@@ -373,7 +392,8 @@ def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> Lor
         if key != state.key:
             state.restore()
             if desired[component]:
-                state.mode = state.apply(catalogs[component].modules, desired[component], unmerged)
+                catalog = catalogs[component]
+                state.mode = state.apply(catalog.modules, desired[component], unmerged, catalog.streamed)
             state.key, state.keep = key, loras
         if desired[component]:
             lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component])} modules patched "

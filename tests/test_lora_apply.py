@@ -183,3 +183,22 @@ def test_lokr_alongside_a_quantized_weight():
     assert (layer(x) - want).abs().max().item() <= 1e-4
     remove_loras(comps)
     assert len(layer.adapters) == 0
+
+
+def test_streamed_weights_get_the_lora_alongside(tmp_path):
+    from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
+    comps = tiny_components()
+    lora, deltas = _accelerate_lora(tmp_path, comps)
+    base, ref = run(comps), run(by_hand(tiny_components(), deltas))
+    engine = OffloadEngine({"video_dit": comps["video_high"]}, comps["audio"], comps["bridge"],
+                           OffloadSettings(resident_units=1), device="cpu")
+    assert comps["video_high"].get_submodule("blocks.5.ffn.0").weight.numel() == 0  # streamed: a placeholder
+    report = apply_lora_stack(comps, LoraStack((LoraEntry(lora),)))
+    assert "video high-noise: 5 modules patched (alongside)" in str(report)
+    assert _max_diff(run(comps), ref) <= TOL
+    engine.release()  # everything evicted and streamed back in: the LoRA must survive
+    engine.to()
+    assert _max_diff(run(comps), ref) <= TOL
+    remove_loras(comps)
+    assert all(torch.equal(x, y) for x, y in zip(run(comps), base))
+    engine.close()

@@ -48,25 +48,28 @@ def latent_sizes(config, width: int, height: int, frames: int, fps: float):
     return f * h * w, (f, h, w), audio
 
 
-def block_activation_bytes(tokens: int, dim: int, ffn_dim: int, context: int, act: int) -> int:
-    """Peak live bytes inside one DiT block: max of the self-attention phase (residual, normed input,
-    q, k, v, output in the activation dtype + two fp32 RoPE temporaries) and the FFN phase (residual,
-    normed input, hidden before and after GELU). Text cross-attention adds k/v over the context."""
-    attn = tokens * dim * (6 * act + 2 * 4) + 2 * context * dim * act
-    ffn = tokens * (2 * dim * act + 2 * ffn_dim * act)
+def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int) -> int:
+    """Peak bytes one DiT block allocates beyond its input (live tensors read off models/dit.py):
+    attention phase = normed input, q, k, v, attention output (activation dtype) + the fp32 RoPE
+    temporaries of one of q/k; FFN phase = new residual, normed input, hidden before and after GELU,
+    FFN output. Checked against measured CPU peaks in tests/test_planner.py."""
+    rope_tmp = 4 + (4 if act != 4 else 0)
+    attn = tokens * dim * (5 * act + rope_tmp)
+    ffn = tokens * act * (3 * dim + 2 * ffn_dim)
     return max(attn, ffn)
 
 
 def denoise_activation_bytes(config, tokens_v: int, tokens_a: int, act: int, text_len: int = 512) -> int:
-    v, a = config.video_dit, config.audio_dit
-    streams = (tokens_v * v.dim + tokens_a * a.dim) * act            # both residual streams stay live
-    contexts = text_len * (v.text_dim * act + (v.dim + a.dim) * act)  # raw + embedded text contexts
-    video = block_activation_bytes(tokens_v, v.dim, v.ffn_dim, text_len, act)
-    audio = block_activation_bytes(tokens_a, a.dim, a.ffn_dim, text_len, act)
-    # bridge a2v: q over video tokens, k/v over audio tokens projected to video width (+ rope copies)
-    bridge = tokens_v * v.dim * 4 * act + tokens_a * v.dim * 2 * act
-    ropes = tokens_v * v.head_dim * 4 + tokens_a * a.head_dim * 4 + (tokens_v + tokens_a) * 2 * config.bridge.head_dim * act
-    return streams + contexts + ropes + max(video, audio, bridge)
+    """Peak bytes of one joint forward beyond weights and the sampler's own latents."""
+    v, a, br = config.video_dit, config.audio_dit, config.bridge
+    streams = (tokens_v * v.dim + tokens_a * a.dim) * act              # both residual streams
+    inputs = tokens_v * math.prod(v.patch_size) * v.in_dim * 4         # 36-ch fp32 input kept by joint_forward
+    contexts = text_len * (v.dim + a.dim) * act                       # embedded text per tower
+    tables = (tokens_v * v.head_dim + tokens_a * a.head_dim) * 4 + (tokens_v + tokens_a) * 2 * br.head_dim * act
+    video = block_extra_bytes(tokens_v, v.dim, v.ffn_dim, act)
+    audio = block_extra_bytes(tokens_a, a.dim, a.ffn_dim, act)
+    bridge = tokens_v * v.dim * act * 6 + tokens_a * v.dim * act * 3   # a2v: q, rope terms, out; k/v on audio
+    return streams + inputs + contexts + tables + max(video, audio, bridge)
 
 
 def _units(config, mode: str, dtype: str, fp8_scale: str) -> list[int]:

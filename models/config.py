@@ -322,6 +322,11 @@ _COMPONENT_READERS = {
 }
 
 
+_CLASS_NAMES = {"video_dit": "WanModel", "video_dit_2": "WanModel", "audio_dit": "WanAudioModel",
+                "dual_tower_bridge": "DualTowerConditionalBridge", "audio_vae": "DAC",
+                "video_vae": "AutoencoderKLWan", "scheduler": "FlowMatchPairScheduler"}
+
+
 def load_component_config(path, component: str):
     """Read `path` (a config.json, or a folder holding one) as the config of `component`."""
     path = Path(path)
@@ -329,7 +334,12 @@ def load_component_config(path, component: str):
         path = path / ("scheduler_config.json" if component == "scheduler" else "config.json")
     if component not in _COMPONENT_READERS:
         raise ConfigError(f"unknown component {component!r}; expected one of {sorted(_COMPONENT_READERS)}")
-    return _COMPONENT_READERS[component](read_json(path), str(path))
+    data = read_json(path)
+    found, expected = data.get("_class_name"), _CLASS_NAMES.get(component)
+    if found and expected and found != expected:
+        raise ConfigError(f"{path}: the {component} slot expects a {expected} config but this one is for "
+                          f"{found}. Put each MOVA component in its own slot.")
+    return _COMPONENT_READERS[component](data, str(path))
 
 
 def load_mova_config(folder) -> MovaConfig:

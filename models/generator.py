@@ -139,6 +139,10 @@ def save_generator(gen: MovaGenerator, folder, max_shard_bytes: int = None):
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg.scheduler.to_dict(), indent=2))
     configs = {"video_dit": cfg.video_dit, "video_dit_2": cfg.video_dit, "audio_dit": cfg.audio_dit,
                "dual_tower_bridge": cfg.bridge}
+    for name in ("audio_vae", "video_vae", "text_encoder"):  # configs only; their weights are saved elsewhere
+        (folder / name).mkdir(exist_ok=True)
+        if not (folder / name / "config.json").is_file():
+            (folder / name / "config.json").write_text(json.dumps(getattr(cfg, name).to_dict(), indent=2))
     for name, attr in COMPONENTS.items():
         module = getattr(gen, attr)
         if module is not None:

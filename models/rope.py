@@ -61,9 +61,11 @@ class AlignedRotary(torch.nn.Module):
         self.inv_freq = self._inv_freq(device)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype):
-        inv = self.inv_freq if not self.inv_freq.is_meta else self._inv_freq()
+        # Always fp32 frequencies: module.to(bfloat16) would otherwise round the buffer and shift positions.
+        buf = self.inv_freq
+        inv = buf if buf.dtype == torch.float32 and not buf.is_meta else self._inv_freq(positions.device)
         with torch.autocast(device_type=positions.device.type, enabled=False):
-            freqs = torch.outer(positions.float(), inv.to(positions.device).float())
+            freqs = torch.outer(positions.float(), inv.to(positions.device))
             emb = torch.cat((freqs, freqs), dim=-1)[None]
             return emb.cos().to(dtype), emb.sin().to(dtype)
 

@@ -37,8 +37,8 @@ def test_aligned_rope_matches_reference(fps, bias, monkeypatch):
     for a, b in ((cv, rcv), (sv, rsv), (ca, rca), (sa, rsa)):
         assert a.shape == b.shape and torch.equal(a, b)
     # bf16 tables: computed in fp32, then cast (as released)
-    (cvb, _), _ = mine.aligned_rope(GRID, 29, fps, torch.device("cpu"), torch.bfloat16)
-    assert cvb.dtype == torch.bfloat16 and torch.equal(cvb, rcv.to(torch.bfloat16))
+    (cvb, _), _ = mine.to(torch.bfloat16).aligned_rope(GRID, 29, fps, torch.device("cpu"), torch.bfloat16)
+    assert cvb.dtype == torch.bfloat16 and torch.equal(cvb, rcv.to(torch.bfloat16))  # even after .to(bf16)
 
 
 def test_released_alignment_positions():

@@ -7,7 +7,9 @@ cast to the model dtype inside each forward.
 
 Guidance seam: any object with `plan(step, timestep) -> list[ForwardPass]` and
 `combine(step, outputs) -> (video_velocity, audio_velocity)` can replace TextCFG (e.g. dual CFG with a
-"bridge off" pass: ForwardPass("positive", a2v_scale=0, v2a_scale=0)).
+"bridge off" pass: ForwardPass("positive", a2v_scale=0, v2a_scale=0)). Optional hooks, used when present:
+`bind(steps) -> guidance` (learns the step count), `contexts` (extra named text contexts) and
+`run_forwards(...)` (same signature as run_forwards below, e.g. to batch passes).
 """
 from __future__ import annotations
 
@@ -115,14 +117,18 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
     """Denoise (video [B,16,F,H,W], audio [B,C,L]) from noise; returns fp32 latents."""
     cfg = generator.config
     schedule = make_schedule(settings.schedule, settings.steps, settings.shift, cfg.scheduler)
-    guidance = guidance if guidance is not None else TextCFG(settings.video_cfg, settings.audio_cfg)
+    total = len(schedule)
+    if guidance is None:
+        guidance = TextCFG(settings.video_cfg, settings.audio_cfg)
+    elif hasattr(guidance, "bind"):
+        guidance = guidance.bind(total)
+    runner = getattr(guidance, "run_forwards", run_forwards)
     device = generator.device
     video = video_noise.to(device=device, dtype=torch.float32)
     audio = audio_noise.to(device=device, dtype=torch.float32)
-    contexts = {"positive": positive, "negative": negative}
+    contexts = {"positive": positive, "negative": negative, **getattr(guidance, "contexts", {})}
     boundary = settings.boundary_ratio * cfg.scheduler.num_train_timesteps
     low_noise = False
-    total = len(schedule)
     for i in range(total):
         if should_stop is not None and should_stop():
             raise SamplingStopped(f"sampling stopped before step {i + 1} of {total}.")
@@ -131,8 +137,8 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
             low_noise = True
         expert = generator.expert(low_noise)
         passes = guidance.plan(i, t.item())
-        outputs = run_forwards(generator, expert, passes, video, audio, t.reshape(1).to(device), contexts, y,
-                               settings.video_fps)
+        outputs = runner(generator, expert, passes, video, audio, t.reshape(1).to(device), contexts, y,
+                         settings.video_fps)
         video_v, audio_v = guidance.combine(i, outputs)
         del outputs
         sf, st = schedule.sigma_from[i].to(device), schedule.sigma_to[i].to(device)

@@ -283,6 +283,7 @@ class WanVideoVAE(nn.Module):
                 f"video VAE encode needs 1+4k frames and height/width divisible by 8; got {f} frames of {w}x{h}. "
                 "Trim or pad the frames and resize the images first.")
         p = self._param()
+        out_device = video.device
         video = video.to(p.device, p.dtype)
         cache = CausalCache()
         outs = []
@@ -290,14 +291,15 @@ class WanVideoVAE(nn.Module):
             cache.new_chunk()
             outs.append(self.encoder(video[:, :, start:end], cache))
         mu = self.conv1(torch.cat(outs, dim=2))[:, : self.z_dim].float()
-        return (mu - self.latents_mean.float()) / self.latents_std.float()
+        return ((mu - self.latents_mean.float()) / self.latents_std.float()).to(out_device)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor,
                on_frame: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
         """normalized latent [B, 16, T, h, w] -> pixels [B, 3, 1+4(T-1), 8h, 8w] in [-1, 1] (float32).
 
-        Decodes one latent frame at a time (memory of one chunk); `on_frame(done, total)` reports progress.
+        Decodes one latent frame at a time (memory of one chunk) and moves each decoded chunk to the
+        latent's device (a CPU latent keeps the full video off the GPU); `on_frame(done, total)` reports progress.
         """
         if latent.dim() != 5 or latent.shape[1] != self.z_dim:
             raise InputError(f"video VAE decode expects a latent [batch, {self.z_dim}, frames, h, w]; "
@@ -310,7 +312,7 @@ class WanVideoVAE(nn.Module):
         total = x.shape[2]
         for i in range(total):
             cache.new_chunk()
-            frames.append(self.decoder(x[:, :, i:i + 1], cache).float())
+            frames.append(self.decoder(x[:, :, i:i + 1], cache).float().to(latent.device))
             if on_frame is not None:
                 on_frame(i + 1, total)
         return torch.cat(frames, dim=2).clamp_(-1.0, 1.0)

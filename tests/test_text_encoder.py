@@ -150,3 +150,9 @@ def test_released_umt5_xxl_size_on_meta():
         model = UMT5EncoderModel(te.umt5_config(PRESETS["mova-360p"].text_encoder))
     n = sum(p.numel() for p in model.parameters())  # shared embedding counted once
     assert n == 5_680_910_336
+
+
+def test_plain_t5_is_refused(folder_encoder):
+    sd = {k: v for k, v in folder_encoder.model.state_dict().items() if "block.1.layer.0.SelfAttention.relative" not in k}
+    with pytest.raises(CheckpointError, match="not umT5"):
+        te.infer_config(sd)

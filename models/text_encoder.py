@@ -208,8 +208,11 @@ def _find_tokenizer(folder: Path, tokenizer_path) -> Optional[Path]:
 
 
 def _tokenizer_for(path: Path):
-    if path.is_file():  # a bare spiece.model
+    """tokenizer.json (fast, as MOVA ships it) first; a bare spiece.model gives the same ids."""
+    if path.is_file():
         return SentencePieceTokenizer(path.read_bytes())
+    if not (path / "tokenizer.json").is_file() and (path / "spiece.model").is_file():
+        return SentencePieceTokenizer((path / "spiece.model").read_bytes())
     return HFTokenizer(path)
 
 

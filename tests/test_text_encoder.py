@@ -110,6 +110,8 @@ def test_single_file_without_tokenizer_needs_tokenizer_path(mova_folder, folder_
         te.load_text_encoder(path, dtype=torch.float32)
     with_tok = te.load_text_encoder(path, dtype=torch.float32, tokenizer_path=mova_folder / "tokenizer")
     assert torch.equal(with_tok.encode(PROMPTS), folder_encoder.encode(PROMPTS))
+    bare = te.load_text_encoder(path, dtype=torch.float32, tokenizer_path=mova_folder / "tokenizer" / "spiece.model")
+    assert torch.equal(bare.encode(PROMPTS), folder_encoder.encode(PROMPTS))
 
 
 def test_truncation_keeps_512_tokens_and_eos(mova_folder, folder_encoder):

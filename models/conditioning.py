@@ -44,18 +44,29 @@ def _round(v: int) -> int:
     return max(SPATIAL_MULTIPLE, round(v / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE)
 
 
-def latent_shapes(width: int, height: int, frames: int, fps: float = 24.0, sample_rate: int = 48000,
-                  hop: int = 960, batch: int = 1, video_channels: int = 16,
-                  audio_channels: int = 128) -> LatentShapes:
+def check_geometry(width: int, height: int, frames: int, fps: float):
     check_video_size(width, height, frames)
-    if fps <= 0:
+    if not fps > 0:
         raise InputError(f"fps must be positive, got {fps}.")
+
+
+def latent_geometry(width: int, height: int, frames: int, fps: float = 24.0, sample_rate: int = 48000,
+                    hop: int = 960, batch: int = 1, video_channels: int = 16,
+                    audio_channels: int = 128) -> LatentShapes:
+    check_geometry(width, height, frames, fps)
     n = audio_num_samples(frames, fps, sample_rate)
     if n < 1:
         raise InputError(f"{frames} frames at {fps} fps give no audio samples; use more frames.")
     video = (batch, video_channels, (frames - 1) // TEMPORAL_STRIDE + 1, height // SPATIAL_STRIDE,
              width // SPATIAL_STRIDE)
     return LatentShapes(video, (batch, audio_channels, (n - 1) // hop + 1), n)
+
+
+def latent_shapes(config, width: int, height: int, frames: int, fps: float = 24.0, batch: int = 1):
+    """(video_shape, audio_shape) of the noise for a MovaConfig (VAE channels, audio rate and hop)."""
+    g = latent_geometry(width, height, frames, fps, config.audio_vae.sample_rate, config.audio_vae.hop_length,
+                        batch, config.video_vae.z_dim, config.audio_dit.in_dim)
+    return g.video, g.audio
 
 
 def first_frame_mask(batch: int, latent_frames: int, h: int, w: int, last_frame: bool = False,
@@ -85,6 +96,32 @@ def check_y(y: torch.Tensor, video_shape) -> None:
         found = None if y is None else list(y.shape)
         raise InputError(f"first-frame conditioning must be [B, 20, T, h, w] = {[b, 20, t, h, w]} for this "
                          f"video size, got {found}. Encode the first frame at the same width/height/frames.")
+
+
+def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[B, 3, h, w] in 0..1 -> [B, 3, height, width] in [-1, 1]: scale to cover, centre crop (as released)."""
+    import torch.nn.functional as F
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise InputError(f"first frame must be an RGB image [B, 3, H, W], got shape {list(image.shape)}.")
+    h0, w0 = image.shape[-2:]
+    scale = max(height / h0, width / w0)
+    size = (max(height, round(h0 * scale)), max(width, round(w0 * scale)))
+    x = image.float()
+    if size != (h0, w0):
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return (x[:, :, top:top + height, left:left + width].clamp(0, 1) * 2 - 1)
+
+
+@torch.no_grad()
+def first_frame_y(video_vae, width: int, height: int, frames: int, image: torch.Tensor = None) -> torch.Tensor:
+    """y [1, 20, T, h, w]: encode [image, black x (frames-1)] at full length with the video VAE (as the
+    official pipeline does), then prepend the mask. No image = the white frame used for T2VA."""
+    check_video_size(width, height, frames)
+    first = fit_image(image[:1], width, height) if image is not None else white_frame(width, height)
+    clip = torch.zeros(1, 3, frames, height, width)
+    clip[:, :, 0] = first[0]
+    return build_y(video_vae.encode(clip).float())
 
 
 def white_frame(width: int, height: int, batch: int = 1) -> torch.Tensor:

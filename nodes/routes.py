@@ -120,14 +120,15 @@ def estimate(query: dict, host: Host = Host()) -> dict:
 
 
 def estimate_text(e: dict) -> str:
-    """e.g. 'VRAM ≈ 24.1 GB · RAM ≈ 24.1 GB (640×352, 97 f = 4.0 s, fp8_e4m3fn)'."""
+    """Three short lines that fit a default-width node, e.g.
+    'VRAM ≈ 24.1 GB · RAM ≈ 24.1 GB' / '640×352 · 97 f = 4.04 s · bf16 · peak: denoise' /
+    'quant fp8_e4m3fn · offload none · mova-360p'. ✓ / ✗: fits this machine (when known)."""
     def mark(fits):
         return "" if fits is None else (" ✓" if fits else " ✗")
-    line = (f"VRAM ≈ {e['vram_gb']:.1f} GB{mark(e['fits']['vram'])} · "
-            f"RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}")
-    detail = (f"{e['model']}, {e['width']}×{e['height']}, {e['frames']} f = {e['seconds']:g} s, "
-              f"{e['dtype']}, quant {e['quantization']}, offload {e['offload']}; peak in {e['stage']}")
-    return f"{line}\n{detail}"
+    return "\n".join([
+        f"VRAM ≈ {e['vram_gb']:.1f} GB{mark(e['fits']['vram'])} · RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}",
+        f"{e['width']}×{e['height']} · {e['frames']} f = {e['seconds']:g} s · {e['dtype']} · peak: {e['stage']}",
+        f"quant {e['quantization']} · offload {e['offload']} · {e['model']}"])
 
 
 def models_listing(host: Host = Host()) -> dict:
@@ -157,17 +158,22 @@ def _comfy_host() -> Host:
     from . import model_files
 
     def find(name):
+        model_files.register_folders()      # idempotent; the `mova` key may not exist yet
         try:
             return model_files.mova_folder_path(name)
         except MovaError:
             return None
+
+    def roots():
+        model_files.register_folders()
+        return folder_paths.get_folder_paths(model_files.FOLDER)
 
     def vram():
         dev = mm.get_torch_device()
         return mm.get_total_memory(dev) if dev.type == "cuda" else None
 
     return Host(find_mova_folder=find,
-                mova_roots=lambda: folder_paths.get_folder_paths(model_files.FOLDER),
+                mova_roots=roots,
                 device_type=lambda: mm.get_torch_device().type,
                 device_total_bytes=vram,
                 host_total_bytes=lambda: psutil.virtual_memory().total)

@@ -59,14 +59,15 @@ function addInfoWidget(node, name) {
       ctx.save();
       ctx.font = "12px sans-serif";
       ctx.textAlign = "left";
-      lines.forEach((line, i) => {
+      lines.forEach((line, i) => {       // first line is the answer, the rest smaller details
+        ctx.font = i === 0 ? "12px sans-serif" : "11px sans-serif";
         ctx.fillStyle = i === 0 ? this.colour : "#8aa4ad";
-        ctx.fillText(line, 15, y + 15 + i * 16, width - 30);
+        ctx.fillText(line, 15, y + 15 + i * 15, width - 30);
       });
       ctx.restore();
     },
     computeSize(width) {
-      return [width, 8 + 16 * Math.max(1, String(this.value || "").split("\n").length)];
+      return [width, 8 + 15 * Math.max(1, String(this.value || "").split("\n").length)];
     },
   };
   return node.addCustomWidget(info) ?? info;

@@ -1,0 +1,160 @@
+"""The canvas a creator sees, in the real frontend: workflows load clean, MOVA nodes share a colour,
+the memory estimate follows the loader's settings, the latent node snaps sizes and shows seconds,
+and the toy workflow's result plays with sound in a <video> on the canvas."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import urllib.parse
+
+import pytest
+
+from browser_env import PACK_NAME, missing_browser, workflow_files
+
+reason = missing_browser()
+if reason:
+    pytest.skip(reason, allow_module_level=True)
+
+MOVA_COLOR, MOVA_BGCOLOR = "#1f4e5a", "#163a43"
+T2VA = "text_to_video_audio.json"
+
+
+def load_workflow(name: str) -> dict:
+    return json.loads(next(p for p in workflow_files() if p.name == name).read_text())
+
+
+def vram_gb(text: str) -> float:
+    match = re.match(r"VRAM ≈ ([\d.]+) GB", text or "")
+    assert match, f"not an estimate: {text!r}"
+    return float(match.group(1))
+
+
+def wait_estimate(canvas, node_id: int, not_equal: str | None = None) -> str:
+    canvas.page.wait_for_function(
+        """([id, old]) => { const w = window.app.graph.getNodeById(id).widgets.find(w => w.name === 'memory_estimate');
+                            return w && /^(VRAM|memory estimate unavailable)/.test(w.value) && w.value !== old; }""",
+        arg=[node_id, not_equal], timeout=15_000)
+    return canvas.widget(node_id, "memory_estimate")
+
+
+def test_extension_is_served_and_registered(canvas, server):
+    scripts = [s for s in server.get_json("/extensions") if s.endswith("/mova.js")]
+    assert scripts, "web/mova.js is not among the frontend extensions (WEB_DIRECTORY missing?)"
+    if not os.environ.get("MOVA_COMFY_PORT"):
+        assert scripts == [f"/extensions/{PACK_NAME}/mova.js"]
+    assert canvas.page.evaluate("async (url) => (await fetch(url)).status", scripts[0]) == 200
+    assert canvas.page.evaluate("() => window.app.extensions.some(e => e.name === 'MOVA.Canvas')")
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.stem)
+def test_workflow_loads_without_missing_nodes_or_errors(canvas, path):
+    workflow = json.loads(path.read_text())
+    canvas.load(workflow)
+    nodes = canvas.nodes()
+    assert len(nodes) == len(workflow["nodes"])
+    missing = sorted({n["type"] for n in nodes if not n["registered"]})
+    assert not missing, f"{path.name}: node types unknown to the server: {missing}"
+    mova = [n for n in nodes if (n["category"] or "").startswith("MOVA")]
+    assert mova, f"{path.name} has no MOVA node"
+    off_colour = [(n["type"], n["color"], n["bgcolor"]) for n in mova if (n["color"], n["bgcolor"]) != (MOVA_COLOR, MOVA_BGCOLOR)]
+    assert not off_colour, f"MOVA nodes without the MOVA colour: {off_colour}"
+    # The graph turns into a prompt, and our display widgets never leak into it.
+    prompt = canvas.page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert {n["type"] for n in mova} <= {v["class_type"] for v in prompt.values()}
+    assert not [k for v in prompt.values() for k in v["inputs"] if k in ("memory_estimate", "duration")]
+    for loader in (n for n in nodes if n["type"].startswith("MOVAModelLoader")):
+        wait_estimate(canvas, loader["id"])
+    canvas.screenshot(f"workflow-{path.stem}")
+    assert not canvas.unexpected_errors(), f"console errors while loading {path.name}: {canvas.unexpected_errors()}"
+
+
+def _add_node(canvas, node_type: str, pos=(40, 700)) -> int:
+    return canvas.page.evaluate("""([type, pos]) => {
+        const node = window.LiteGraph.createNode(type); node.pos = pos;
+        window.app.graph.add(node); return node.id; }""", [node_type, list(pos)])
+
+
+def test_memory_estimate_follows_quantization(canvas, server):
+    canvas.load(load_workflow(T2VA))
+    loader = next(n for n in canvas.nodes() if n["type"] == "MOVAModelLoader")
+    before = wait_estimate(canvas, loader["id"])
+    canvas.set_widget(loader["id"], "quantization", "fp8_e4m3fn")
+    after = wait_estimate(canvas, loader["id"], not_equal=before)
+    assert "quant fp8_e4m3fn" in after and "quant none" in before
+
+    # The released architecture (single-file loader, preset mova-360p) at 640x352, 97 frames:
+    # fp8 weights must take ~18 GB off the peak, and the widget must show what the server computes.
+    files_loader = _add_node(canvas, "MOVAModelLoaderFiles")
+    latent = next(n for n in canvas.nodes() if n["type"] == "MOVALatent")
+    for name, value in (("width", 640), ("height", 352), ("frames", 97)):
+        canvas.set_widget(latent["id"], name, value)
+    bf16 = wait_estimate(canvas, files_loader, not_equal=None)
+    canvas.page.wait_for_function(
+        "id => /640×352 · 97 f/.test(window.app.graph.getNodeById(id).widgets.find(w => w.name === 'memory_estimate').value)",
+        arg=files_loader, timeout=15_000)
+    bf16 = canvas.widget(files_loader, "memory_estimate")
+    canvas.set_widget(files_loader, "quantization", "fp8_e4m3fn")
+    fp8 = wait_estimate(canvas, files_loader, not_equal=bf16)
+    query = {"preset": "mova-360p", "width": 640, "height": 352, "frames": 97, "fps": 24.0,
+             "dtype": "auto", "quantization": "fp8_e4m3fn", "offload": "none", "resident_layers": 40, "cfg_passes": 2}
+    served = server.get_json("/mova/estimate?" + urllib.parse.urlencode(query))
+    assert vram_gb(fp8) == pytest.approx(served["vram_gb"], abs=0.051)
+    assert vram_gb(bf16) - vram_gb(fp8) > 10, (bf16, fp8)
+    print(f"\nestimate 360p 640x352x97: none -> {bf16.splitlines()[0]} | fp8 -> {fp8.splitlines()[0]}")
+    canvas.screenshot("memory-estimate-fp8")
+    assert not canvas.unexpected_errors()
+
+
+def test_latent_node_snaps_sizes_and_shows_seconds(canvas):
+    workflow = load_workflow(T2VA)
+    latent_json = next(n for n in workflow["nodes"] if n["type"] == "MOVALatent")
+    latent_json["widgets_values"][:3] = [70, 50, 50]       # an old/hand-edited graph MOVA cannot take
+    canvas.load(workflow)
+    node = next(n for n in canvas.nodes() if n["type"] == "MOVALatent")
+    assert [node["widgets"][k] for k in ("width", "height", "frames")] == [64, 48, 49]
+    canvas.set_widget(node["id"], "frames", 98)
+    canvas.set_widget(node["id"], "width", 650)
+    widgets = next(n for n in canvas.nodes() if n["id"] == node["id"])["widgets"]
+    assert (widgets["frames"], widgets["width"]) == (97, 656)
+    canvas.set_widget(node["id"], "fps", 24)
+    assert canvas.widget(node["id"], "duration").startswith("97 frames = 4.04 s at 24 fps")
+    canvas.screenshot("latent-node")
+
+
+def test_toy_workflow_runs_and_plays_with_sound(canvas, server):
+    workflow = load_workflow(T2VA)
+    latent = next(n for n in workflow["nodes"] if n["type"] == "MOVALatent")
+    frames, fps = latent["widgets_values"][2], latent["widgets_values"][3]
+    canvas.load(workflow)
+    canvas.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    # The core SaveVideo preview puts a <video> (controls, not muted) on the node when the run ends.
+    canvas.page.wait_for_function(
+        "() => [...document.querySelectorAll('video')].some(v => /\\/view\\?.*\\.mp4/.test(decodeURIComponent(v.src)))",
+        timeout=900_000, polling=1000)
+    media = canvas.page.evaluate("""async () => {
+        const v = [...document.querySelectorAll('video')].find(v => /\\/view\\?.*\\.mp4/.test(decodeURIComponent(v.src)));
+        if (v.readyState < 1) await new Promise(r => { v.onloadedmetadata = r; setTimeout(r, 10000); });
+        v.muted = false; v.currentTime = 0; await v.play();
+        await new Promise(r => setTimeout(r, 1200));
+        return { src: v.src, duration: v.duration, time: v.currentTime, muted: v.muted, controls: v.controls,
+                 audioBytes: v.webkitAudioDecodedByteCount, videoBytes: v.webkitVideoDecodedByteCount,
+                 error: v.error && v.error.code }; }""")
+    canvas.screenshot("toy-result-video")
+    print(f"\n<video> on canvas: {media}")
+    assert media["error"] is None
+    assert media["duration"] == pytest.approx(frames / fps, abs=0.15)
+    assert media["time"] > 0 and media["controls"] and not media["muted"]
+    assert media["audioBytes"] > 0, "the video on the canvas has no decodable audio track"
+
+    # Cross-check the file itself: an audio stream as long as the video.
+    import av
+    query = urllib.parse.urlsplit(media["src"]).query
+    data = server.view(**{k if k != "type" else "type_": v[0] for k, v in urllib.parse.parse_qs(query).items()
+                          if k in ("filename", "subfolder", "type")})
+    with av.open(io.BytesIO(data)) as container:
+        audio = container.streams.audio[0]
+        seconds = float(audio.duration * audio.time_base) if audio.duration else float(container.duration / 1e6)
+        assert audio.codec_context.name == "aac" and seconds > 0.5 * frames / fps
+    assert not canvas.unexpected_errors()

@@ -322,6 +322,7 @@ def parse_lora(tensors: Mapping[str, torch.Tensor], name: str, metadata: Mapping
 def _make_adapter(roles: dict, default_alpha):
     t = {r: v for r, (_, v) in roles.items()}
     alpha = float(t["alpha"].float().item()) if "alpha" in t else None
+    alpha = None if alpha == 0 else alpha  # kohya/sd-scripts: alpha 0 means alpha = rank
     bad = [k for r, (k, _) in roles.items() if r in _UNSUPPORTED_ROLES]
     if bad:  # DoRA / Tucker cores would change the result: refuse the whole module, report it
         return None, [k for k, _ in roles.values()]

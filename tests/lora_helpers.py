@@ -9,6 +9,7 @@ from mova_pack.models.config import PRESETS
 from mova_pack.models.dit import AudioDiT, VideoDiT
 from mova_pack.models.joint import joint_forward
 
+torch.set_num_threads(1)  # 2 shared cores: no oversubscription
 CFG = PRESETS["tiny"]
 MOVA_PREFIX = {"video_high": "video_dit", "video_low": "video_dit_2", "audio": "audio_dit",
                "bridge": "dual_tower_bridge"}

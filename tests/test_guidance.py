@@ -10,6 +10,7 @@ from mova_pack.models.joint import joint_forward
 from mova_pack.models.errors import InputError
 from mova_pack.models.sampler import ForwardPass, SamplerSettings, TextCFG, sample
 
+torch.set_num_threads(1)  # 2 shared cores: no oversubscription
 POS, NEG, ANEG = 1.0, 2.0, 3.0  # constant values of the fake text contexts
 
 

@@ -11,7 +11,7 @@ from mova_pack.models.errors import CheckpointError
 from mova_pack.models.lora import (LoraEntry, LoraMismatchError, LoraStack, LoraStrengths, apply_lora_stack,
                                    remove_loras)
 from mova_pack.models.lora_detect import expert_hint, guess_family
-from mova_pack.models.lora_formats import read_lora
+from mova_pack.models.lora_formats import parse_lora, read_lora
 
 TOL = 1e-5
 
@@ -274,3 +274,41 @@ def test_file_without_lora_tensors(tmp_path):
     ("style", {"ss_tag_frequency": "high noise"}, None)])
 def test_expert_hints(name, meta, want):
     assert expert_hint(name, meta)[0] == want
+
+
+@pytest.mark.parametrize("key,scope,path", [
+    ("lora_unet_video_dit_2_blocks_0_self_attn_q.lora_down.weight", "video_low", "blocks.0.self_attn.q"),
+    ("video_dit.blocks.1.ffn.2.lora_A.default.weight", "video_high", "blocks.1.ffn.2"),
+    ("dual_tower_bridge.video_to_audio_conditioners.3.inner.o.lora_A", "bridge", "video_to_audio_conditioners.3.inner.o"),
+    ("diffusion_model.blocks.2.attn1.to_out.0.lora_A.weight", "tower", "blocks.2.self_attn.o"),
+    ("transformer.blocks.2.attn2.to_k.lora.down.weight", "tower", "blocks.2.cross_attn.k"),
+    ("lora_transformer_blocks_4_ffn_net_0_proj.lora_down.weight", "tower", "blocks.4.ffn.0"),
+    ("model.diffusion_model.blocks.3.cross_attn.v_lora.down.weight", "tower", "blocks.3.cross_attn.v"),
+    ("base_model.model.blocks.5.self_attn.k.lora_linear_layer.down.weight", "tower", "blocks.5.self_attn.k"),
+    ("transformer.condition_embedder.text_embedder.linear_1.lora_A.weight", "tower", "text_embedding.0"),
+    ("diffusion_model.head.head.lora_A.weight", "tower", "head.head"),
+])
+def test_key_spellings_resolve_to_our_modules(key, scope, path):
+    from mova_pack.models.lora import _Catalog
+    up = key.replace("lora_down", "lora_up").replace("lora_A", "lora_B").replace("lora.down", "lora.up") \
+        .replace("lora_linear_layer.down", "lora_linear_layer.up").replace("_lora.down", "_lora.up")
+    lora = parse_lora({key: torch.zeros(2, 4), up: torch.zeros(4, 2)}, "x")
+    ((got_scope, name),) = lora.adapters
+    comps = tiny_components()
+    root = comps["video_high"] if scope in ("tower", "video_low", "video_high") else comps[scope]
+    assert got_scope == scope and _Catalog(root).find(name) == path
+
+
+def test_videox_single_file_with_component_prefixes():
+    lora = parse_lora({"transformer.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 4),
+                       "transformer.blocks.0.self_attn.q.lora_B.weight": torch.zeros(4, 2),
+                       "transformer_2.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 4),
+                       "transformer_2.blocks.0.self_attn.q.lora_B.weight": torch.zeros(4, 2)}, "vx")
+    assert lora.scopes() == {"video_low": 1, "video_high": 1}
+
+
+def test_alpha_zero_means_rank():
+    lora = parse_lora({"lora_unet_blocks_0_self_attn_q.lora_down.weight": torch.zeros(4, 8),
+                       "lora_unet_blocks_0_self_attn_q.lora_up.weight": torch.zeros(8, 4),
+                       "lora_unet_blocks_0_self_attn_q.alpha": torch.tensor(0.0)}, "x")
+    assert next(iter(lora.adapters.values())).scale == 1.0

@@ -82,7 +82,7 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.modulation.to(t_mod.dtype) + t_mod).chunk(6, dim=1)
         y = self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
-        x = x + y * gate_msa  # first add out of place: never overwrite the caller's tensor
+        x = x + (y.mul_(gate_msa) if _inplace() else y * gate_msa)  # out of place: keep the caller's x
         x = gated_add(x, self.cross_attn(self.norm3(x), context))
         y = self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return gated_add(x, y, gate_mlp)
@@ -109,11 +109,22 @@ def sinusoidal_embedding(dim: int, timestep: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(arg), torch.sin(arg)], dim=1).float()
 
 
+def _linear_fp32(x: torch.Tensor, lin: nn.Linear, rows: int = 4096) -> torch.Tensor:
+    """fp32 x @ W.T + b with W upcast a slab of rows at a time (time_projection is 30720 x 5120:
+    a whole fp32 copy would be a 630 MB temporary per forward). Equal up to fp32 summation order."""
+    w, b = lin.weight, lin.bias
+    if w.dtype == torch.float32:
+        return F.linear(x, w, b)
+    outs = [F.linear(x, w[i:i + rows].float(), None if b is None else b[i:i + rows].float())
+            for i in range(0, w.shape[0], rows)]
+    return torch.cat(outs, dim=-1)
+
+
 def _run_fp32(seq: nn.Sequential, x: torch.Tensor, fallback_dtype: torch.dtype) -> torch.Tensor:
     """Run a small MLP in fp32 whatever the weight dtype (the official pipeline autocasts to fp32)."""
     for m in seq:
         if type(m) is nn.Linear:
-            x = F.linear(x, m.weight.float(), None if m.bias is None else m.bias.float())
+            x = _linear_fp32(x, m)
         elif next(m.parameters(), None) is None:
             x = m(x)
         else:  # a replaced (e.g. quantized) linear: let it compute in its own dtype
@@ -138,6 +149,15 @@ class _Tower(nn.Module):
     def dtype(self) -> torch.dtype:
         """Activation dtype: that of the patch embedding (never quantized)."""
         return self.patch_embedding.weight.dtype
+
+    def rope(self, grid, device) -> torch.Tensor:
+        """In-tower RoPE table for this token grid, kept for the next call with the same grid."""
+        key = (tuple(grid), str(device))
+        cached = self.__dict__.get("_rope_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self._make_rope(grid, device))
+            self.__dict__["_rope_cache"] = cached
+        return cached[1]
 
     def embed_time(self, timestep: torch.Tensor):
         """(t [B, dim], t_mod [B, 6, dim]) computed in fp32, returned in the activation dtype."""
@@ -174,7 +194,7 @@ class VideoDiT(_Tower):
         grid = tuple(x.shape[2:])
         return x.flatten(2).transpose(1, 2).contiguous(), grid
 
-    def rope(self, grid, device):
+    def _make_rope(self, grid, device):
         return wan_video_rope(self.cfg.head_dim, grid, device)
 
     def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:
@@ -194,7 +214,7 @@ class AudioDiT(_Tower):
         x = self.patch_embedding(x.to(self.dtype))
         return x.transpose(1, 2).contiguous(), (x.shape[2],)
 
-    def rope(self, grid, device):
+    def _make_rope(self, grid, device):
         return wan_audio_rope(self.cfg.head_dim, grid[0], device)
 
     def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:

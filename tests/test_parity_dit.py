@@ -115,3 +115,22 @@ def test_state_dict_keys_are_released_layout(towers):
         assert k in keys, k
     assert not any("norm1" in k or "norm2" in k or "img_emb" in k or "k_img" in k for k in keys)
     assert tuple(audio.state_dict()["patch_embedding.weight"].shape) == (32, 128, 1)
+
+
+@torch.no_grad()
+def test_time_mlp_runs_in_fp32_with_bf16_weights():
+    """Released pipeline: time MLPs under fp32 autocast, then cast to the activation dtype."""
+    import torch.nn.functional as F
+    from mova_pack.models.dit import _linear_fp32
+    tower = seed_params(VideoDiT(TINY.video_dit), 9).to(torch.bfloat16)
+    t = torch.tensor([937.5])
+    te, t_mod = tower.embed_time(t)
+    x = sinusoidal_embedding(TINY.video_dit.freq_dim, t)
+    lin = lambda m, v: F.linear(v, m.weight.float(), m.bias.float())
+    exp_t = lin(tower.time_embedding[2], F.silu(lin(tower.time_embedding[0], x)))
+    exp_mod = lin(tower.time_projection[1], F.silu(exp_t)).unflatten(1, (6, TINY.video_dit.dim))
+    assert te.dtype == t_mod.dtype == torch.bfloat16
+    assert torch.equal(te, exp_t.to(torch.bfloat16)) and torch.equal(t_mod, exp_mod.to(torch.bfloat16))
+    # the row-slab upcast equals one big fp32 matmul up to fp32 summation order
+    big = tower.time_projection[1]
+    assert rel_err(_linear_fp32(exp_t, big, rows=7), lin(big, exp_t)) < 1e-6

@@ -204,7 +204,9 @@ def plan_entry(entry: LoraEntry, catalogs: dict) -> _EntryPlan:
             counts = plan.counts.setdefault(component, [0, 0])
             counts[0] += 1
             catalog = catalogs.get(component)
-            path = catalog.find(name) if catalog else None
+            if catalog is None:  # e.g. the high-noise expert is not loaded: reported, not an error
+                continue
+            path = catalog.find(name)
             if path is None:
                 plan.unmatched.append(name if scope == TOWER else f"{scope}.{name}")
             elif not _fits(adapter, _weight_shape(catalog.modules[path])):
@@ -353,9 +355,7 @@ def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> Lor
     for entry in stack.entries:
         plan = plan_entry(entry, catalogs)
         lora = entry.lora
-        if lora.adapters and not any(applied for _, applied in plan.counts.values()):
-            raise LoraMismatchError(_mismatch_message(entry, plan))
-        if not lora.adapters:
+        if not lora.adapters or (not plan.patches and (plan.unmatched or plan.misfit)):
             raise LoraMismatchError(_mismatch_message(entry, plan))
         lines.append(f"{lora.name} ({lora.source_format}): " + "; ".join(list(lora.notes) + plan.notes))
         for component in COMPONENTS:

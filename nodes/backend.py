@@ -1,0 +1,188 @@
+"""The one place where nodes call into models/ and kernels/: loading with options, encoding, sampling,
+decoding. Plain calls and ComfyUI type conversions (layouts, dicts) only — the math lives in models/."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import comfy.model_management
+
+from ..kernels import quant
+from ..models import audio_vae as audio_vae_mod
+from ..models import generator as generator_mod
+from ..models import sampler as sampler_mod
+from ..models import video_vae as video_vae_mod
+from ..models.errors import InputError, MovaError
+from .types import AVLatent, Conditioning
+
+log = logging.getLogger("mova")
+
+def _cond():
+    from ..models import conditioning
+    return conditioning
+
+
+def _text():
+    from ..models import text_encoder
+    return text_encoder
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class NotAvailableError(MovaError):
+    """An option whose engine is not part of this install."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    dtype: str = "auto"
+    quantization: str = "none"
+    offload: str = "none"
+    resident_layers: int = 40
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """What travels on MOVA_MODEL: the generator and how it was loaded."""
+    generator: object
+    options: LoadOptions
+    device: torch.device
+
+
+def device() -> torch.device:
+    return comfy.model_management.get_torch_device()
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device().type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _finish_generator(generator, options: LoadOptions) -> ModelHandle:
+    if options.quantization != "none":
+        for name in ("video_high", "video_low", "audio", "bridge"):
+            module = getattr(generator, name, None)
+            if module is not None:
+                quant.quantize_module(module, options.quantization)
+    if options.offload != "none":
+        try:
+            from ..kernels import offload
+        except ImportError:
+            raise NotAvailableError(
+                f"offload={options.offload!r} is not available in this install yet (kernels/offload.py "
+                "missing); choose offload=none.") from None
+        offload.apply(generator, offload.OffloadSettings(mode=options.offload,
+                                                         resident_units=options.resident_layers,
+                                                         device=device()))
+    else:
+        generator.to(device())
+    return ModelHandle(generator=generator, options=options, device=device())
+
+
+def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:
+    generator = generator_mod.load_generator(folder, dtype=torch_dtype(options.dtype))
+    return _finish_generator(generator, options)
+
+
+def load_generator_files(paths: dict, preset: str, options: LoadOptions) -> ModelHandle:
+    generator = generator_mod.load_generator(files=paths, config=preset, dtype=torch_dtype(options.dtype))
+    return _finish_generator(generator, options)
+
+
+def load_video_vae(path: Path, dtype: str):
+    return video_vae_mod.load_video_vae(path, dtype=torch_dtype(dtype), device=device())
+
+
+def load_audio_vae(path: Path):
+    return audio_vae_mod.load_audio_vae(path, device=device())
+
+
+def load_text_encoder(path: Path, dtype: str):
+    return _text().load_text_encoder(path, dtype=torch_dtype(dtype), device=device())
+
+
+# --------------------------------------------------------------------------------------- conditioning
+def encode_text(text_encoder, text: str) -> Conditioning:
+    return Conditioning(context=text_encoder.encode([text]), prompt=text)
+
+
+def conditioning_from_comfy(conditioning) -> Conditioning:
+    if not conditioning or not torch.is_tensor(conditioning[0][0]):
+        raise InputError("expected ComfyUI CONDITIONING from CLIPTextEncode; got an empty or unknown value.")
+    return Conditioning(context=_text().pad_context(conditioning[0][0]))
+
+
+def check_geometry(width: int, height: int, frames: int, fps: float) -> None:
+    _cond().check_geometry(width, height, frames, fps)
+
+
+def make_latent(video_vae, width, height, frames, fps, image=None) -> AVLatent:
+    check_geometry(width, height, frames, fps)
+    pixels = None
+    if image is not None:  # ComfyUI IMAGE [B, H, W, 3] 0..1 -> [B, 3, H, W]; models/ resizes and normalises
+        pixels = image[:1].movedim(-1, 1)
+    y = _cond().first_frame_y(video_vae, width, height, frames, image=pixels)
+    return AVLatent(width=width, height=height, frames=frames, fps=fps, y=y, has_image=image is not None)
+
+
+# ------------------------------------------------------------------------------------------ sampling
+def sampler_settings(steps, shift, boundary, seed, video_cfg, audio_cfg, schedule, fps):
+    return sampler_mod.SamplerSettings(steps=steps, shift=shift, boundary_ratio=boundary, seed=seed,
+                                       video_cfg=video_cfg, audio_cfg=audio_cfg, schedule=schedule,
+                                       video_fps=fps)
+
+
+def interrupt_check() -> bool:
+    """`should_stop` for the sampler: ComfyUI's cancel raises its own exception here, between steps."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    return False
+
+
+def step_text(info) -> str:
+    expert = getattr(info, "expert", "")
+    forwards = getattr(info, "forwards", None)
+    text = f"step {info.index + 1}/{info.total}"
+    if expert:
+        text += f" · {expert} expert"
+    if forwards:
+        text += f" · {forwards} forward{'s' if forwards != 1 else ''}/step"
+    return text
+
+
+def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, latent: AVLatent,
+           settings, guidance=None, on_step=None, should_stop=None) -> AVLatent:
+    video_shape, audio_shape = _cond().latent_shapes(handle.generator.config, latent.width, latent.height,
+                                                      latent.frames, latent.fps)
+    video_noise, audio_noise = sampler_mod.make_noise(settings.seed, video_shape, audio_shape)
+    video, audio = sampler_mod.sample(handle.generator, video_noise, audio_noise, positive.context,
+                                      negative.context, latent.y, settings, guidance=guidance,
+                                      on_step=on_step, should_stop=should_stop)
+    return latent.with_samples(video, audio)
+
+
+# ------------------------------------------------------------------------------------------- decoding
+def _require_samples(latent: AVLatent, what: str):
+    if getattr(latent, what) is None:
+        raise InputError(f"this MOVA_LATENT has no {what} samples yet: connect the output of MOVA Sampler, "
+                         "not the empty latent.")
+
+
+def decode_video(video_vae, latent: AVLatent):
+    _require_samples(latent, "video")
+    pixels = video_vae.decode(latent.video)            # [B, 3, F, H, W] in [-1, 1]
+    frames = pixels[0].movedim(0, -1)                   # -> [F, H, W, 3]
+    return ((frames + 1.0) / 2.0).clamp(0.0, 1.0).float().cpu()
+
+
+def decode_audio(audio_vae, latent: AVLatent) -> dict:
+    _require_samples(latent, "audio")
+    waveform = audio_vae.decode(latent.audio)           # [B, 1, T] in [-1, 1]
+    sample_rate = int(audio_vae.sample_rate)
+    keep = int(sample_rate * latent.frames / latent.fps)
+    return {"waveform": waveform[..., :keep].float().cpu(), "sample_rate": sample_rate}

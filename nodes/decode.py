@@ -1,0 +1,43 @@
+"""Decode nodes: video latent -> IMAGE frames, audio latent -> AUDIO, ready for CreateVideo / SaveVideo."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import backend
+from .types import CATEGORY, MovaAudioVAE, MovaLatent, MovaVideoVAE
+
+
+class MovaDecodeVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MOVADecodeVideo", display_name="MOVA Decode Video", category=f"{CATEGORY}/decode",
+            description="Video latent -> frames (IMAGE, frames × height × width × 3, 0..1) for CreateVideo, "
+                        "SaveAnimatedWEBP or VideoHelperSuite.",
+            inputs=[MovaVideoVAE.Input("video_vae", tooltip="The Wan 2.1 video VAE."),
+                    MovaLatent.Input("latent", tooltip="Sampled latent from MOVA Sampler.")],
+            outputs=[io.Image.Output(display_name="images")],
+            hidden=[io.Hidden.unique_id])
+
+    @classmethod
+    def execute(cls, video_vae, latent) -> io.NodeOutput:
+        return io.NodeOutput(backend.decode_video(video_vae, latent))
+
+
+class MovaDecodeAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MOVADecodeAudio", display_name="MOVA Decode Audio", category=f"{CATEGORY}/decode",
+            description="Audio latent -> AUDIO (mono, the VAE's sample rate: 48 kHz for MOVA), trimmed to "
+                        "frames / fps seconds so it lines up with the video.",
+            inputs=[MovaAudioVAE.Input("audio_vae", tooltip="The DAC audio VAE (decodes in fp32)."),
+                    MovaLatent.Input("latent", tooltip="Sampled latent from MOVA Sampler.")],
+            outputs=[io.Audio.Output(display_name="audio")])
+
+    @classmethod
+    def execute(cls, audio_vae, latent) -> io.NodeOutput:
+        return io.NodeOutput(backend.decode_audio(audio_vae, latent))
+
+
+NODES = [MovaDecodeVideo, MovaDecodeAudio]

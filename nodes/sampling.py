@@ -1,0 +1,76 @@
+"""The MOVA sampler node: joint flow-matching sampling of the video and audio latents."""
+from __future__ import annotations
+
+import comfy.utils
+from comfy_api.latest import io
+
+from . import backend
+from .types import CATEGORY, MovaConditioning, MovaGuidance, MovaLatent, MovaModel, check_inputs
+
+
+def _progress_text(text: str, node_id) -> None:
+    from server import PromptServer
+    if PromptServer.instance is not None and node_id is not None:
+        PromptServer.instance.send_progress_text(text, node_id)
+
+
+class MovaSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MOVASampler", display_name="MOVA Sampler", category=f"{CATEGORY}/sampling",
+            description="Denoises video and audio together (Euler flow matching, shift schedule). Starts on "
+                        "the high-noise video expert and switches to the low-noise one below the boundary. "
+                        "Without a guidance input: MOVA's released text CFG (2 passes per step).",
+            inputs=[
+                MovaModel.Input("model", tooltip="From MOVA Model Loader."),
+                MovaConditioning.Input("positive", tooltip="The prompt (MOVA Text Encode)."),
+                MovaConditioning.Input("negative", tooltip="The negative prompt (MOVA Text Encode)."),
+                MovaLatent.Input("latent", tooltip="Size, length, fps and first frame (MOVA Empty Latent / First Frame)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the starting noise (video noise drawn first, then audio, as released)."),
+                io.Int.Input("steps", default=25, min=1, max=200,
+                             tooltip="Denoising steps. Released default 50; 25 is a common faster choice."),
+                io.Float.Input("shift", default=5.0, min=0.0, max=20.0, step=0.1,
+                               tooltip="Sigma shift of the schedule (MOVA: 5.0). Higher spends more steps at high noise."),
+                io.Float.Input("boundary", default=0.9, min=0.0, max=1.0, step=0.01,
+                               tooltip="Expert boundary: the high-noise video expert runs while t ≥ boundary·1000, "
+                                       "then the low-noise expert (MOVA: 0.9). 0 = high-noise only, 1 = low-noise only."),
+                io.Float.Input("video_cfg", default=5.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Text guidance scale for the video (MOVA: 5.0). 1 = no negative pass."),
+                io.Float.Input("audio_cfg", default=5.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Text guidance scale for the audio (MOVA: 5.0, same as video)."),
+                # Inputs below were appended after the first release: optional, so saved graphs load.
+                io.Combo.Input("schedule", options=["mova", "diffsynth"], default="mova", optional=True,
+                               tooltip="Timestep schedule: mova = the released FlowMatchPairScheduler "
+                                       "(default); diffsynth = DiffSynth's variant (sigma_min 0)."),
+                MovaGuidance.Input("guidance", optional=True,
+                                   tooltip="Optional bridge / dual guidance from the MOVA Bridge Guidance node; "
+                                           "replaces the two cfg values above."),
+            ],
+            outputs=[MovaLatent.Output(display_name="latent")],
+            hidden=[io.Hidden.unique_id])
+
+    @classmethod
+    def validate_inputs(cls, schedule=None):
+        return check_inputs(cls, {"schedule": schedule})
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, seed, steps, shift, boundary, video_cfg, audio_cfg,
+                schedule="mova", guidance=None) -> io.NodeOutput:
+        node_id = cls.hidden.unique_id
+        bar = comfy.utils.ProgressBar(steps, node_id=node_id)
+
+        def on_step(info):
+            bar.update_absolute(info.index + 1, info.total)
+            _progress_text(backend.step_text(info), node_id)
+
+        settings = backend.sampler_settings(steps=steps, shift=shift, boundary=boundary, seed=seed,
+                                            video_cfg=video_cfg, audio_cfg=audio_cfg, schedule=schedule,
+                                            fps=latent.fps)
+        out = backend.sample(model, positive, negative, latent, settings, guidance=guidance, on_step=on_step,
+                             should_stop=backend.interrupt_check)
+        return io.NodeOutput(out)
+
+
+NODES = [MovaSampler]

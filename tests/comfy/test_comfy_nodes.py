@@ -1,0 +1,160 @@
+"""The pack inside the real ComfyUI, in-process: registration, every shipped workflow, old workflows,
+readable validation/execution errors, progress and interrupt."""
+import json
+import shutil
+
+import pytest
+
+from conftest import (COMFY_DIR, OLD_WORKFLOWS, WORKFLOWS, check_av_file, embedded_model_name,
+                      load_workflow, model_sample_rate, workflow_geometry)
+
+OUR_NODES = ["MOVAModelLoader", "MOVAModelLoaderFiles", "MOVAVideoVAELoader", "MOVAAudioVAELoader",
+             "MOVATextEncoderLoader", "MOVATextEncode", "MOVAConditioningFromCLIP", "MOVALatent",
+             "MOVASampler", "MOVADecodeVideo", "MOVADecodeAudio"]
+SHIPPED = sorted(WORKFLOWS.glob("*.json"))
+OLD = sorted(OLD_WORKFLOWS.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def ready(comfy):
+    shutil.copy(COMFY_DIR / "input" / "example.png", comfy.base / "input" / "example.png")
+    return comfy
+
+
+def node_of(prompt: dict, class_type: str) -> dict:
+    return next(n for n in prompt.values() if n["class_type"] == class_type)
+
+
+def test_pack_registers_every_node_with_tooltips_and_category(ready):
+    for node_id in OUR_NODES:
+        info = ready.object_info(node_id)
+        assert info["category"].startswith("MOVA/"), node_id
+        for category, inputs in info["input"].items():
+            if category == "hidden":
+                continue
+            for name, spec in inputs.items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_mova_folder_registered_and_embedded_model_is_the_default(ready):
+    paths = ready.folder_paths.get_folder_paths("mova")
+    assert paths[0].endswith("models/mova") and any(p.endswith("embedded") for p in paths)
+    options = ready.object_info("MOVAModelLoader")["input"]["required"]["model"][1]["options"]
+    assert options[0] == embedded_model_name()
+    vae_options = ready.object_info("MOVAVideoVAELoader")["input"]["required"]["vae"][1]["options"]
+    assert vae_options[0] == f"{embedded_model_name()}/video_vae"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_workflow_runs_and_writes_mp4(ready, path):
+    ui = load_workflow(path)
+    result = ready.run(ready.convert(ui))
+    assert result.valid, result.node_errors
+    assert result.success, result.execution_error()
+    videos = [f for f in result.files() if f["filename"].endswith(".mp4")]
+    assert len(videos) == 1
+    check_av_file(ready.output_path(videos[0]), ui, model_sample_rate(embedded_model_name()))
+
+
+@pytest.mark.parametrize("path", OLD, ids=[p.stem for p in OLD])
+def test_workflow_saved_before_inputs_were_appended_still_runs(ready, path):
+    ui = load_workflow(path)
+    sampler = next(n for n in ui["nodes"] if n["type"] == "MOVASampler")
+    info = ready.object_info("MOVASampler")
+    # The fixture really is older: the sampler has gained inputs since it was saved.
+    current_inputs = info["input_order"]["required"] + info["input_order"].get("optional", [])
+    saved_inputs = [i["name"] for i in sampler["inputs"]]
+    assert "guidance" in current_inputs and "guidance" not in saved_inputs
+    assert len(sampler["widgets_values"]) < 1 + len([n for n in current_inputs if n in
+                                                     ("seed", "steps", "shift", "boundary", "video_cfg",
+                                                      "audio_cfg", "schedule")])
+    prompt = ready.convert(ui)
+    assert node_of(prompt, "MOVASampler")["inputs"]["schedule"] == "mova"   # appended input -> default
+    result = ready.run(prompt)
+    assert result.valid, result.node_errors
+    assert result.success, result.execution_error()
+    assert [f for f in result.files() if f["filename"].endswith(".mp4")]
+
+
+def _t2va(ready) -> dict:
+    return ready.convert(load_workflow(WORKFLOWS / "text_to_video_audio.json"))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("width", 72, ["16", "72"]),
+    ("height", 40, ["16", "40"]),
+    ("frames", 50, ["4", "50"]),
+    ("frames", 0, ["minimum"]),
+])
+def test_bad_geometry_is_a_readable_validation_error(ready, field, value, words):
+    prompt = _t2va(ready)
+    node_of(prompt, "MOVALatent")["inputs"][field] = value
+    result = ready.run(prompt)
+    assert not result.valid
+    text = json.dumps(result.node_errors)
+    for word in words:
+        assert word in text, text
+
+
+def test_missing_model_is_a_validation_error(ready):
+    prompt = _t2va(ready)
+    node_of(prompt, "MOVAModelLoader")["inputs"]["model"] = "MOVA-360p-not-downloaded"
+    result = ready.run(prompt)
+    assert not result.valid
+    text = json.dumps(result.node_errors)
+    assert "MOVA-360p-not-downloaded" in text and "not available" in text and "models/mova" in text
+
+
+def test_wrong_file_is_a_readable_execution_error(ready):
+    """A file from another model where the video VAE should be: the message names what was expected."""
+    import torch
+    from safetensors.torch import save_file
+    vae_dir = ready.base / "models" / "vae"
+    vae_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4)},
+              str(vae_dir / "sdxl_vae_by_mistake.safetensors"))
+    prompt = _t2va(ready)
+    node_of(prompt, "MOVAVideoVAELoader")["inputs"]["vae"] = "sdxl_vae_by_mistake.safetensors"
+    result = ready.run(prompt)
+    assert result.valid, result.node_errors
+    assert not result.success
+    error = result.execution_error()
+    assert error["node_type"] == "MOVAVideoVAELoader"
+    assert "errors." in error["exception_type"]   # a MovaError subclass, not a crash deep in torch
+    assert "video" in error["exception_message"].lower()
+
+
+def test_progress_reports_every_step_and_interrupt_stops_between_steps(ready):
+    prompt = _t2va(ready)
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MOVASampler")
+    node_of(prompt, "MOVASampler")["inputs"].update(seed=7, steps=4)   # new seed: nothing cached
+    result = ready.run(prompt, outputs=[sampler_id])
+    assert result.success, result.execution_error()
+    progress = [d for e, d in ready.stub.messages if e == "progress" and d["node"] == sampler_id]
+    assert [p["value"] for p in progress] == [1, 2, 3, 4]
+    assert all(p["max"] == 4 for p in progress)
+    texts = [t for n, t in ready.stub.progress_text if n == sampler_id]
+    assert texts and texts[0].startswith("step 1/4") and "expert" in texts[0]
+
+    import nodes
+    ready.interrupt_at_progress = (sampler_id, 2)
+    node_of(prompt, "MOVASampler")["inputs"]["seed"] = 8
+    try:
+        result = ready.run(prompt, outputs=[sampler_id])
+    finally:
+        ready.interrupt_at_progress = None
+        nodes.interrupt_processing(False)
+    assert not result.success
+    assert any(e == "execution_interrupted" for e, _ in result.messages)
+    done = [d["value"] for e, d in ready.stub.messages if e == "progress" and d["node"] == sampler_id]
+    assert max(done) == 2
+
+
+def test_conditioning_from_core_clip_text_encode_is_accepted(ready):
+    """Core CONDITIONING (as CLIPTextEncode with umT5 returns it) becomes a 512-token MOVA context."""
+    import torch
+    cls = ready.nodes.NODE_CLASS_MAPPINGS["MOVAConditioningFromCLIP"]
+    out = cls.execute(conditioning=[[torch.ones(1, 7, 4096), {"pooled_output": None}]])
+    context = out.args[0].context
+    assert tuple(context.shape) == (1, 512, 4096)
+    assert torch.all(context[:, :7] == 1) and torch.all(context[:, 7:] == 0)

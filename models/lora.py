@@ -36,7 +36,7 @@ from .errors import MovaError
 from .lora_detect import expert_hint, group_prefixes, guess_family, guess_wan_size
 from .lora_formats import COMPONENT_LABELS, COMPONENTS, TOWER, Adapter, LoraFile
 
-log = logging.getLogger("MOVA")
+log = logging.getLogger("mova")
 VIDEO_EXPERT_CHOICES = ("auto", "both", "high", "low", "audio")
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

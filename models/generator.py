@@ -85,7 +85,7 @@ def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, st
     for need in ("audio_dit", "dual_tower_bridge"):
         if need not in sources:
             raise CheckpointError(f"no {need} weights given" + (f" ({folder} has no {need}/ folder)" if folder else "")
-                                  + f". MOVA needs video_dit and/or video_dit_2, audio_dit and dual_tower_bridge.")
+                                  + ". MOVA needs video_dit and/or video_dit_2, audio_dit and dual_tower_bridge.")
     if "video_dit" not in sources and "video_dit_2" not in sources:
         raise CheckpointError("no video expert given: pass video_dit (high-noise) and/or video_dit_2 (low-noise).")
     cfg = _resolve_config(folder, sources, config)

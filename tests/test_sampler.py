@@ -3,7 +3,7 @@ MovaAudioVideoPipeline.cfg_guided_model_fn and .step with its two WanModel exper
 import pytest
 import torch
 
-from parity_utils import (TINY, ref_audio, ref_bridge, ref_video, rel_err, seed_params, tiny_inputs,
+from parity_utils import (ref_audio, ref_bridge, ref_video, rel_err, seed_params, tiny_inputs,
                           uncompiled_reference_rope)
 from mova_pack.models.errors import InputError, SamplingStopped
 from mova_pack.models.generator import build_generator

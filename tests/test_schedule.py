@@ -1,7 +1,5 @@
 """Schedules: 'diffsynth' vs diffsynth's own scheduler, 'mova' vs an independent float64 recomputation
 of the spec formulas and the values quoted in the spec."""
-import math
-
 import numpy as np
 import pytest
 import torch

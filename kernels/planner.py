@@ -26,6 +26,7 @@ class MemoryPlan:
     vram: dict = field(default_factory=dict)     # breakdown of the peak stage (bytes)
     host: dict = field(default_factory=dict)
     stage: str = ""                              # which stage sets the VRAM peak
+    stages: dict = field(default_factory=dict)   # every stage's breakdown
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in self.vram.items() if v)
@@ -111,7 +112,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
         resident = stems + sum(units[:keep])
         rest = units[keep:]
         streamed = (2 if offload.prefetch else 1) * max(rest, default=0)
-        host_dit = dit_all if offload.storage != "disk" else streamed
+        # "disk": safetensors maps the file zero-copy, so streamed weights are reclaimable page cache
+        host_dit = dit_all if offload.storage != "disk" else 0
 
     # Latents, per-pass velocities and text conditioning held by the sampler (fp32 latents).
     v_lat = config.video_dit.out_dim * tokens_v * math.prod(config.video_dit.patch_size) * 4
@@ -142,4 +144,4 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
             "text_encoder": text_bytes if offload is None or offload.storage != "disk" else embed,
             "vaes": vvae + avae, "frames_out": 3 * frames * frame_px * 4 + frames * frame_px * 3}
     return MemoryPlan(vram_bytes=int(sum(stages[stage].values())), host_bytes=int(sum(host.values())),
-                      vram=dict(stages[stage]), host=host, stage=stage)
+                      vram=dict(stages[stage]), host=host, stage=stage, stages=stages)

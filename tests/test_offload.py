@@ -152,8 +152,8 @@ if storage == "write":
         save_file(m.state_dict(), files[n][0])
     sys.exit(0)
 g = torch.Generator().manual_seed(1)
-x = dict(video_latents=torch.randn(1, 16, 2, 8, 8, generator=g), audio_latents=torch.randn(1, 128, 10, generator=g),
-         timestep=500.0, context=torch.randn(1, 16, 32, generator=g), y=torch.randn(1, 20, 2, 8, 8, generator=g))
+x = dict(video_latents=torch.randn(1, 16, 2, 8, 8, generator=g), audio_latents=torch.randn(1, 128, 11, generator=g),
+         timestep=500.0, context=torch.randn(1, 512, 32, generator=g), y=torch.randn(1, 20, 2, 8, 8, generator=g))
 base = private_rss()
 with PeakSampler() as peak:
     if storage == "resident":
@@ -173,6 +173,16 @@ print(json.dumps({"peak": peak.peak - base, "after": after, "weights": weights,
 """
 
 
+def probe_config():
+    """The PROBE's model config (kept in sync by test_planner, which plans the same run)."""
+    import dataclasses
+    t = PRESETS["tiny"]
+    v = dataclasses.replace(t.video_dit, dim=256, ffn_dim=1024, num_heads=8, num_layers=12)
+    a = dataclasses.replace(t.audio_dit, dim=128, ffn_dim=512, num_heads=4, num_layers=8)
+    return dataclasses.replace(t, video_dit=v, audio_dit=a, bridge=dataclasses.replace(
+        t.bridge, visual_layers=12, audio_layers=8, visual_hidden_dim=256, audio_hidden_dim=128))
+
+
 def _probe(folder, storage):
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # freed tensors go back to the OS at once
     out = subprocess.run([sys.executable, "-c", PROBE, str(folder), storage], cwd=ROOT, env=env,
@@ -181,13 +191,25 @@ def _probe(folder, storage):
     return json.loads(out.stdout.strip().splitlines()[-1]) if storage != "write" else None
 
 
-def test_disk_streaming_keeps_host_ram_near_one_unit(tmp_path):
-    _probe(tmp_path, "write")  # weights written by a probe too, so both share one config
-    streamed, resident = _probe(tmp_path, "disk"), _probe(tmp_path, "resident")
+_PROBED = {}
+
+
+def probe_results() -> tuple[dict, dict]:
+    """(streamed, resident) measurements, run once per test session (test_planner reuses them)."""
+    if not _PROBED:
+        import tempfile
+        with tempfile.TemporaryDirectory() as folder:
+            _probe(folder, "write")
+            _PROBED["disk"], _PROBED["resident"] = _probe(folder, "disk"), _probe(folder, "resident")
+    return _PROBED["disk"], _PROBED["resident"]
+
+
+def test_disk_streaming_keeps_host_ram_near_one_unit():
+    streamed, resident = probe_results()
     w = streamed["weights"]
     assert resident["peak"] > 0.95 * w              # the measurement sees the whole model when resident
-    assert streamed["peak"] < 0.35 * w              # stems + one unit + activations
-    assert streamed["peak"] < streamed["stems"] + 2 * streamed["unit"] + 4e6
+    # safetensors maps streamed tensors zero-copy: weights stay page cache, never private memory
+    assert streamed["peak"] < 0.1 * w
     # repeated runs do not grow host RAM
     assert max(streamed["after"][1:]) - streamed["after"][1] < 1e6
     assert max(resident["after"][1:]) - resident["after"][1] < 1e6

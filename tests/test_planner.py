@@ -1,0 +1,128 @@
+"""Memory planner: exact weight arithmetic, activation and streaming estimates vs measured figures."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mova_pack.kernels.device import module_bytes
+from mova_pack.kernels.offload import OffloadSettings
+from mova_pack.kernels.params import bridge_part, dit_part
+from mova_pack.kernels.planner import plan_memory
+from mova_pack.kernels.quant import QuantSettings, quantize_module
+from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.config import PRESETS
+from mova_pack.models.dit import AudioDiT, VideoDiT
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 0.15  # activation / streaming estimates vs measured peaks (fp32 on CPU)
+
+
+@pytest.mark.parametrize("preset", ["mova-360p", "tiny"])
+def test_param_arithmetic_equals_meta_modules(preset):
+    cfg = PRESETS[preset]
+    with torch.device("meta"):
+        modules = VideoDiT(cfg.video_dit), AudioDiT(cfg.audio_dit), DualTowerBridge(cfg.bridge)
+    parts = dit_part(cfg.video_dit), dit_part(cfg.audio_dit), bridge_part(cfg.bridge)
+    for m, p in zip(modules, parts):
+        assert sum(t.numel() for t in m.parameters()) == p.params
+    if preset == "mova-360p":  # spec §1.2-1.4
+        assert [p.params for p in parts] == [14_288_901_184, 1_419_193_472, 2_659_737_600]
+
+
+@pytest.mark.parametrize("mode,scale", [("bf16", "tensor"), ("fp8_e4m3fn", "tensor"), ("fp8_e4m3fn", "channel"),
+                                        ("nf4", "tensor"), ("int8", "tensor")])
+def test_weight_bytes_equal_real_quantized_modules(mode, scale):
+    cfg = PRESETS["tiny"]
+    torch.manual_seed(0)
+    modules = (VideoDiT(cfg.video_dit).bfloat16(), AudioDiT(cfg.audio_dit).bfloat16(),
+               DualTowerBridge(cfg.bridge).bfloat16())
+    modules[2].rotary.rebuild_buffers()  # .bfloat16() also cast the fp32 rotary table
+    assert modules[2].rotary.inv_freq.dtype == torch.float32
+    parts = dit_part(cfg.video_dit), dit_part(cfg.audio_dit), bridge_part(cfg.bridge)
+    for m, p in zip(modules, parts):
+        quantize_module(m, QuantSettings(mode=mode, fp8_scale=scale))
+        assert module_bytes(m) == p.bytes(mode, "bf16", scale)
+
+
+# Fresh process, glibc told to return freed tensors at once, so RSS follows live tensors.
+PROBE = r"""
+import json, sys, dataclasses
+sys.path.insert(0, "scripts"); import _pack
+import torch
+torch.set_num_threads(1)
+from mova_pack.models.config import PRESETS
+from mova_pack.models.dit import VideoDiT, AudioDiT
+from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.joint import joint_forward
+from mova_pack.kernels.memstat import PeakSampler, private_rss
+from mova_pack.kernels.planner import latent_sizes
+t = PRESETS["tiny"]
+cfg = dataclasses.replace(t, video_dit=dataclasses.replace(t.video_dit, dim=128, ffn_dim=384, num_heads=4),
+                          bridge=dataclasses.replace(t.bridge, visual_hidden_dim=128))
+W, H, F = (int(a) for a in sys.argv[1:4])
+torch.manual_seed(0)
+towers = VideoDiT(cfg.video_dit), AudioDiT(cfg.audio_dit), DualTowerBridge(cfg.bridge)
+Lv, (f, h, w), La = latent_sizes(cfg, W, H, F, 24.0)
+def inputs(f, h, w, la):
+    return dict(video_latents=torch.randn(1, 16, f, 2 * h, 2 * w), audio_latents=torch.randn(1, 128, la),
+                timestep=500.0, context=torch.randn(1, 512, 32), y=torch.randn(1, 20, f, 2 * h, 2 * w))
+with torch.no_grad():
+    joint_forward(*towers, **inputs(1, 2, 2, 4))
+    x = inputs(f, h, w, La)
+    base = private_rss()
+    with PeakSampler(0.0005) as p:
+        joint_forward(*towers, **x)
+print(json.dumps({"peak": p.peak - base}))
+"""
+
+
+def test_activation_estimate_matches_measured_peak():
+    import dataclasses
+    from mova_pack.kernels.planner import denoise_activation_bytes, latent_sizes
+    t = PRESETS["tiny"]
+    cfg = dataclasses.replace(t, video_dit=dataclasses.replace(t.video_dit, dim=128, ffn_dim=384, num_heads=4),
+                              bridge=dataclasses.replace(t.bridge, visual_hidden_dim=128))
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    w, h, frames = 640, 352, 49
+    out = subprocess.run([sys.executable, "-c", PROBE, str(w), str(h), str(frames)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    measured = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+    lv, _, la = latent_sizes(cfg, w, h, frames, 24.0)
+    estimate = denoise_activation_bytes(cfg, lv, la, act=4)
+    assert measured > 20e6  # big enough to stand out of RSS noise
+    assert abs(estimate - measured) / measured < TOLERANCE, (estimate, measured)
+
+
+def test_resident_and_streaming_plans_match_offload_probe():
+    """The offload probe of test_offload measures a forward in a fresh process, all weights resident
+    and streamed from disk. On the CPU the planner's 'VRAM' is host RAM; safetensors maps streamed
+    weights zero-copy from the file (page cache, not private memory), so streaming leaves only
+    activations private."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_offload import probe_config, probe_results
+    streamed, resident = probe_results()
+    cfg = probe_config()
+    kw = dict(width=64, height=64, frames=5, dtype="fp32", experts=1)
+    full = plan_memory(cfg, **kw).stages["denoise"]
+    stream = plan_memory(cfg, offload=OffloadSettings(storage="disk", prefetch=False), **kw).stages["denoise"]
+    assert stream["weights_resident"] + stream["weights_streamed"] == streamed["stems"] + streamed["unit"]
+    estimate = full["weights_resident"] + full["activations"]
+    assert abs(estimate - resident["peak"]) / resident["peak"] < TOLERANCE, (estimate, resident["peak"])
+    bookkeeping = 5e6  # hooks, slot objects, file indexes: fixed, independent of weight bytes
+    assert streamed["peak"] < stream["activations"] * (1 + TOLERANCE) + bookkeeping, (streamed["peak"], stream)
+
+
+def test_mova_360p_plans():
+    kw = dict(width=640, height=352, frames=193)
+    bf16 = plan_memory("mova-360p", **kw)
+    fp8 = plan_memory("mova-360p", quant="fp8_e4m3fn", offload=OffloadSettings(storage="disk"), **kw)
+    nf4 = plan_memory("mova-360p", quant="nf4", offload=OffloadSettings(storage="disk"), **kw)
+    assert bf16.vram["weights_resident"] > 36e9  # 18.37B active params in bf16
+    assert nf4.vram_bytes < fp8.vram_bytes < bf16.vram_bytes
+    assert nf4.vram_bytes <= 12e9 and nf4.host_bytes <= 32e9  # the issue's goal for the best setting
+    assert "peak VRAM" in nf4.summary() and nf4.as_dict()["vram_gb"] > 0

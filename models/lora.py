@@ -257,6 +257,7 @@ class _TreeState:
         self.originals = []     # (module, attr, param, original tensor)
         self.adapters = []      # (module, adapter module) added through add_adapter
         self.hooks = []
+        self.skipped = []       # paths that could be neither merged nor computed alongside
 
     def restore(self):
         for module, attr, param, original in reversed(self.originals):
@@ -268,7 +269,8 @@ class _TreeState:
             module.adapters = nn.ModuleList([a for a in module.adapters if a is not adapter])
         for hook in self.hooks:
             hook.remove()
-        self.originals, self.adapters, self.hooks, self.key, self.keep, self.mode = [], [], [], (), (), ""
+        self.originals, self.adapters, self.hooks, self.skipped = [], [], [], []
+        self.key, self.keep, self.mode = (), (), ""
 
     def apply(self, modules: dict, patches: dict, unmerged: bool, streamed=frozenset()) -> str:
         """patches: {path: [(adapter, strength)]}. Returns "merged" / "alongside" / "merged+alongside".
@@ -279,12 +281,15 @@ class _TreeState:
             if hasattr(module, "add_adapter"):
                 for adapter, strength in items:
                     self._add_alongside(module, adapter, strength)
+                bias = [a.bias_delta() * s for a, s in items if a.bias_delta() is not None]
+                if bias and module.bias is not None:  # quantized layers keep a float bias: merge it
+                    self._merge(module, "bias", bias)
                 modes.add("alongside")
             elif (not _mergeable(module, _weight_shape(module)) or path in streamed
                   or (unmerged and not _calls_weight_directly(path))):
-                if not hasattr(module, "in_features"):
-                    raise LoraMismatchError(f"cannot compute a LoRA alongside {path} ({type(module).__name__}), "
-                                            "and its weight cannot be merged here (streamed or not float).")
+                if not hasattr(module, "in_features"):  # e.g. a norm `.diff` inside a streamed block
+                    self.skipped.append(path)
+                    continue
                 self.hooks.append(module.register_forward_hook(_alongside_hook(module, items)))
                 modes.add("alongside")
             else:
@@ -396,8 +401,11 @@ def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> Lor
                 state.mode = state.apply(catalog.modules, desired[component], unmerged, catalog.streamed)
             state.key, state.keep = key, loras
         if desired[component]:
-            lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component])} modules patched "
-                         f"({state.mode})")
+            lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component]) - len(state.skipped)} "
+                         f"modules patched ({state.mode})")
+        if state.skipped:
+            warnings.append(f"{COMPONENT_LABELS[component]}: {len(state.skipped)} non-linear weights are "
+                            f"streamed or quantized and were left without LoRA: {group_prefixes(state.skipped)}")
     for line in lines:
         log.info("MOVA LoRA: %s", line)
     for w in warnings:

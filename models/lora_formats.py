@@ -89,7 +89,7 @@ class Adapter:
 
     def delta(self, shape) -> torch.Tensor:
         """Weight delta [*shape] in fp32 at strength 1; CheckpointError if it cannot have that shape."""
-        t = {k: v.float() for k, v in self.tensors.items()}
+        t = {k: v.float() for k, v in self.tensors.items() if k != "diff_b"}
         if self.kind == "lora":
             up, down = t["up"].flatten(1), t["down"].flatten(1)
             d = up @ down
@@ -328,17 +328,18 @@ def _make_adapter(roles: dict, default_alpha):
         return None, [k for k, _ in roles.values()]
     down = next((t[r] for r in _DOWN if r in t), None)
     up = next((t[r] for r in _UP if r in t), None)
+    bias = {"diff_b": t["diff_b"]} if "diff_b" in t else {}  # a bias diff may ride along any adapter
     if down is not None and up is not None:
         if alpha is None:
             alpha = default_alpha
-        return Adapter("lora", {"down": down, "up": up}, alpha), []
+        return Adapter("lora", {"down": down, "up": up, **bias}, alpha), []
     if any(r.startswith("lokr_") for r in t):
         w = {r: v for r, v in t.items() if r.startswith("lokr_")}
         if ("lokr_w1" in w or {"lokr_w1_a", "lokr_w1_b"} <= w.keys()) and \
                 ("lokr_w2" in w or {"lokr_w2_a", "lokr_w2_b"} <= w.keys()):
-            return Adapter("lokr", w, alpha), []
+            return Adapter("lokr", {**w, **bias}, alpha), []
     if {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"} <= t.keys():
-        return Adapter("loha", {r: v for r, v in t.items() if r.startswith("hada_")}, alpha), []
+        return Adapter("loha", {**{r: v for r, v in t.items() if r.startswith("hada_")}, **bias}, alpha), []
     if "diff" in t or "diff_b" in t:
         return Adapter("diff", {r: v for r, v in t.items() if r in ("diff", "diff_b")}, None), []
     return None, [k for k, _ in roles.values()]  # incomplete (e.g. up without down)

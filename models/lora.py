@@ -126,15 +126,27 @@ class _Catalog:
         # Blocks with forward pre-hooks are managed by someone else (kernels/offload streams them in
         # from its own host copy): merging there would be undone on the next load, so never merge.
         hooked = [p for p, m in root.named_modules() if m._forward_pre_hooks]
-        self.streamed = {p for p in self.modules if any(h == "" or p == h or p.startswith(h + ".") for h in hooked)}
+        # Bare parameters (modulation tables) can take full `.diff`s (lightx2v's `.diff_m`).
+        self.params = {f"{mp}.{attr}" if mp else attr: (m, attr) for mp, m in root.named_modules()
+                       for attr, p in m._parameters.items() if p is not None and attr not in ("weight", "bias")}
+        self.streamed = {p for p in list(self.modules) + list(self.params)
+                         if any(h == "" or p == h or p.startswith(h + ".") for h in hooked)}
         self.alias = {}
-        for path in self.modules:
+        for path in list(self.modules) + list(self.params):
             for name in filter(None, (path, _diffusers_alias(path))):
                 self.alias.setdefault(name, path)
                 self.alias.setdefault(name.replace(".", "_"), path)
 
     def find(self, name: str):
         return self.alias.get(name)
+
+    def fits(self, path: str, adapter: Adapter) -> bool:
+        if path in self.params:
+            param = getattr(*self.params[path])
+            d = adapter.tensors.get("diff")
+            # a streamed placeholder cannot be checked; apply() skips it with a warning anyway
+            return d is not None and (path in self.streamed or d.numel() == param.numel())
+        return _fits(adapter, _weight_shape(self.modules[path]))
 
 
 def _weight_shape(module: nn.Module) -> tuple:
@@ -209,7 +221,7 @@ def plan_entry(entry: LoraEntry, catalogs: dict) -> _EntryPlan:
             path = catalog.find(name)
             if path is None:
                 plan.unmatched.append(name if scope == TOWER else f"{scope}.{name}")
-            elif not _fits(adapter, _weight_shape(catalog.modules[path])):
+            elif not catalog.fits(path, adapter):
                 plan.misfit.append((name, adapter))
             else:
                 plan.patches.setdefault(component, {})[path] = adapter
@@ -272,12 +284,20 @@ class _TreeState:
         self.originals, self.adapters, self.hooks, self.skipped = [], [], [], []
         self.key, self.keep, self.mode = (), (), ""
 
-    def apply(self, modules: dict, patches: dict, unmerged: bool, streamed=frozenset()) -> str:
+    def apply(self, catalog: "_Catalog", patches: dict, unmerged: bool) -> str:
         """patches: {path: [(adapter, strength)]}. Returns "merged" / "alongside" / "merged+alongside".
         Streamed (offloaded) and quantized weights get the LoRA alongside; float weights are merged."""
-        modes = set()
+        modes, streamed = set(), catalog.streamed
         for path, items in patches.items():
-            module = modules[path]
+            if path in catalog.params:  # a bare parameter: only a merged full diff is possible
+                owner, attr = catalog.params[path]
+                if path in streamed or getattr(owner, attr).dtype not in _FLOAT_DTYPES:
+                    self.skipped.append(path)
+                    continue
+                self._merge(owner, attr, [a.delta(getattr(owner, attr).shape) * s for a, s in items])
+                modes.add("merged")
+                continue
+            module = catalog.modules[path]
             if hasattr(module, "add_adapter"):
                 for adapter, strength in items:
                     self._add_alongside(module, adapter, strength)
@@ -397,15 +417,15 @@ def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> Lor
         if key != state.key:
             state.restore()
             if desired[component]:
-                catalog = catalogs[component]
-                state.mode = state.apply(catalog.modules, desired[component], unmerged, catalog.streamed)
+                state.mode = state.apply(catalogs[component], desired[component], unmerged)
             state.key, state.keep = key, loras
         if desired[component]:
             lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component]) - len(state.skipped)} "
                          f"modules patched ({state.mode})")
         if state.skipped:
-            warnings.append(f"{COMPONENT_LABELS[component]}: {len(state.skipped)} non-linear weights are "
-                            f"streamed or quantized and were left without LoRA: {group_prefixes(state.skipped)}")
+            warnings.append(f"{COMPONENT_LABELS[component]}: {len(state.skipped)} non-linear weights "
+                            f"(norms, modulation) are streamed by offload or not float and were left "
+                            f"without their LoRA diff: {group_prefixes(state.skipped)}")
     for line in lines:
         log.info("MOVA LoRA: %s", line)
     for w in warnings:

@@ -15,7 +15,8 @@ low-resource (`{'lora_state_dict', 'rank', 'alpha'}`, `.lora_A` without `.weight
 per-component folders (transformer = low-noise!, transformer_2 = high-noise, transformer_audio,
 dual_tower_bridge), kohya (`lora_unet_…`, `.lora_down/.lora_up/.alpha`), peft/diffusers
 (`base_model.model.`, `transformer.`, `diffusion_model.`, `.default.`, `lora_A/B`), LyCORIS LoKr and
-LoHa, full `.diff`/`.diff_b`. Names stay as found (minus wrappers); models/lora.py maps them to modules.
+LoHa, full `.diff`/`.diff_b` (+ lightx2v `.diff_m` = modulation diff). Names stay as found (minus
+wrappers); models/lora.py maps them to modules.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ _WRAPPERS = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", 
 _ROLES = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up", "lora_linear_layer.down",
           "lora_linear_layer.up", "lora_mid", "alpha", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b",
           "lokr_w1", "lokr_w2", "lokr_t2", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1",
-          "hada_t2", "diff_b", "diff", "dora_scale", "lora_magnitude_vector", "w_norm", "b_norm")
+          "hada_t2", "diff_b", "diff_m", "diff", "dora_scale", "lora_magnitude_vector", "w_norm", "b_norm")
 _ROLE_RE = re.compile(r"^(?P<base>.+?)[._](?P<role>" + "|".join(re.escape(r) for r in _ROLES) + r")(?:\.weight)?$")
 _DOWN, _UP = {"lora_A", "lora_down", "lora.down", "lora_linear_layer.down"}, \
     {"lora_B", "lora_up", "lora.up", "lora_linear_layer.up"}
@@ -296,13 +297,15 @@ def parse_lora(tensors: Mapping[str, torch.Tensor], name: str, metadata: Mapping
         if not m:
             ignored.append(key)
             continue
-        base = _strip_wrappers(m.group("base"))
+        base, role = _strip_wrappers(m.group("base")), m.group("role")
+        if role == "diff_m":  # lightx2v: the block's modulation table difference
+            base, role = base + ".modulation", "diff"
         comp, rest = _split_component(base, videox)
         if comp is None and base.startswith("transformer."):  # diffusers single-model prefix
             rest = base[len("transformer."):]
         rest = _strip_wrappers(rest)
         scope = comp or component or TOWER
-        groups.setdefault((scope, rest), {})[m.group("role")] = (key, tensors[key])
+        groups.setdefault((scope, rest), {})[role] = (key, tensors[key])
     adapters = {}
     for ident, roles in groups.items():
         adapter, bad = _make_adapter(roles, default_alpha)

@@ -258,3 +258,20 @@ def test_full_diffs_merged_and_streamed(tmp_path):
         ffn2.bias += sd["diffusion_model.blocks.5.ffn.2.diff_b"]
         ffn2.weight += sd["diffusion_model.blocks.5.ffn.2.lora_B.weight"] @ sd["diffusion_model.blocks.5.ffn.2.lora_A.weight"]
     assert _max_diff(got, run(ref_partial)) <= TOL  # ... the linear's LoRA and bias diff are there
+
+
+def test_modulation_diffs_lightx2v_style():
+    comps = tiny_components()
+    g = torch.Generator().manual_seed(6)
+    d_block, d_head = torch.randn(1, 6, 64, generator=g) * 0.1, torch.randn(1, 2, 64, generator=g) * 0.1
+    lora = parse_lora({"diffusion_model.blocks.2.diff_m": d_block, "diffusion_model.head.modulation.diff": d_head},
+                      "lightx2v_high_noise")
+    saved, ref = _state(comps), copy.deepcopy(comps)
+    with torch.no_grad():
+        ref["video_high"].blocks[2].modulation += 0.5 * d_block
+        ref["video_high"].head.modulation += 0.5 * d_head
+    report = apply_lora_stack(comps, LoraStack((LoraEntry(lora, LoraStrengths(video_high=0.5)),)))
+    assert "applied 2 of 2 keys to video high-noise, 0 unmatched" in str(report)
+    assert _max_diff(run(comps), run(ref)) <= TOL
+    remove_loras(comps)
+    _assert_bit_identical(comps, saved)

@@ -132,3 +132,15 @@ def test_accepts_torch_and_comfy_layouts_and_rejects_bad_shapes(clips):
         D.detect_video_impacts(c.video.transpose(0, 3, 1, 2))
     with pytest.raises(InputError, match="mono audio"):
         D.detect_audio_onsets(np.zeros((2, 2, 2, 100)))
+
+
+def test_evaluate_clip_reports_everything_and_tolerates_empty_output(clips):
+    c = clips[2]
+    rep = D.evaluate_clip(c.video, c.audio)
+    assert (rep.colour, rep.sound) == (c.scene.colour, c.scene.sound)
+    assert rep.sync.median_abs_offset_ms < 10 and not rep.sync.unmatched_video
+    big = c.video.repeat(4, axis=1).repeat(4, axis=2)          # detectors do not assume 64x64
+    assert D.detect_video_impacts(big) == pytest.approx(c.impacts_s, abs=FRAME_MS / 1000)
+    blank = D.evaluate_clip(np.full((49, 64, 64, 3), 0.5, np.float32), np.zeros(98000, np.float32))
+    assert blank.video_impacts_s == [] and blank.audio_onsets_s == []
+    assert blank.colour is None and blank.sound is None and np.isnan(blank.sync.median_abs_offset_ms)

@@ -63,9 +63,11 @@ def _box(a: np.ndarray, r: int) -> np.ndarray:
     return c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k]
 
 
-def track_object(video, radius: int = 12) -> ObjectTrack:
+def track_object(video) -> ObjectTrack:
     """Centroid of the pixels that differ from the static background (per-pixel median over time)."""
     v = as_video(video)
+    scale = max(v.shape[1], v.shape[2]) / 64.0       # sizes below are tuned at 64x64
+    radius = 12.0 * scale
     v = _box(v.transpose(0, 3, 1, 2).reshape(-1, *v.shape[1:3]), 1).reshape(
         v.shape[0], 3, *v.shape[1:3]).transpose(0, 2, 3, 1) / 9.0   # 3x3 mean: pixel noise / 3
     bg = np.median(v, axis=0)
@@ -73,7 +75,7 @@ def track_object(video, radius: int = 12) -> ObjectTrack:
     lo = max(0.12, 3.0 * float(np.median(dist)))   # above the noise of the background itself
     w = np.clip((dist - lo) / 0.15, 0.0, 1.0)
     # Keep only the blob around the densest spot, so stray noise pixels do not pull the centroid.
-    dense = _box(w, 3).reshape(len(w), -1).argmax(axis=1)
+    dense = _box(w, max(1, round(3 * scale))).reshape(len(w), -1).argmax(axis=1)
     F, H, W = w.shape
     rows, cols = np.mgrid[0:H, 0:W]
     py, px = dense // W, dense % W
@@ -83,7 +85,7 @@ def track_object(video, radius: int = 12) -> ObjectTrack:
     with np.errstate(invalid="ignore", divide="ignore"):
         x = (w * (cols[None] + 0.5)).sum(axis=(1, 2)) / mass
         y = (w * (rows[None] + 0.5)).sum(axis=(1, 2)) / mass
-    lost = mass < 2.0
+    lost = mass < 2.0 * scale * scale
     x[lost] = np.nan
     y[lost] = np.nan
     return ObjectTrack(x, y, mass, w)
@@ -397,10 +399,34 @@ def sound_templates(sample_rate: int = 48000) -> tuple[tuple[str, ...], np.ndarr
 
 
 def classify_sound(audio, sample_rate: int = 48000, onsets=None) -> str:
-    """Sound class ("wood", "metal", "glass", "drum") by nearest template, voting over the impacts."""
+    """Sound class ("wood", "metal", "glass", "drum"): nearest template, distances summed over impacts."""
     names, means, scale = sound_templates(sample_rate)
     feats = sound_features(audio, sample_rate, onsets)
     if len(feats) == 0:
         raise InputError("classify_sound found no impact onsets in the audio (silent or noise only).")
     dist = np.linalg.norm((feats[:, None, :] - means[None]) / scale, axis=-1)   # [n, K]
     return names[int(np.argmin(dist.sum(axis=0)))]
+
+
+# ---------------------------------------------------------------- everything about one clip
+
+@dataclass(frozen=True)
+class ClipReport:
+    video_impacts_s: list[float]
+    audio_onsets_s: list[float]
+    sync: SyncResult
+    colour: str | None       # None when no object was found
+    sound: str | None        # None when no impact was heard
+
+
+def evaluate_clip(video, audio, fps: float = 24.0, sample_rate: int = 48000) -> ClipReport:
+    """All detectors on one (generated) clip; a missing object or silence gives None, not an error."""
+    v, a = as_video(video), as_audio(audio)
+    impacts = detect_video_impacts(v, fps)
+    onsets = detect_audio_onsets(a, sample_rate)
+    try:
+        colour = classify_colour(v)
+    except InputError:
+        colour = None
+    sound = classify_sound(a, sample_rate, onsets) if len(sound_features(a, sample_rate, onsets)) else None
+    return ClipReport(impacts, onsets, sync_offsets(impacts, onsets), colour, sound)

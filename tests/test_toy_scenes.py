@@ -107,6 +107,11 @@ def test_caption_set_vocabulary_and_parsing():
         colour, shape, sound = captions.parse_caption(cap)
         assert None not in (colour, shape, sound)
     assert captions.parse_caption("a purple cat") == (None, None, None)
+    longest = max(len(captions.words(c)) for c in caps)
+    assert longest <= 16   # the default word_ids length holds every caption
+    ids = captions.word_ids("a purple ball", length=5)
+    assert ids == [captions._WORD_ID["a"], captions.UNK_ID, captions._WORD_ID["ball"], 0, 0]
+    assert len(set(tuple(captions.word_ids(c)) for c in caps)) == len(caps)
     with pytest.raises(ValueError, match="colour"):
         captions.make_caption("purple", "ball", "wood")
 

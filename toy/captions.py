@@ -58,6 +58,14 @@ def words(text: str) -> list[str]:
 
 
 VOCAB: tuple[str, ...] = tuple(sorted({w for cap in all_captions() for w in words(cap)}))
+PAD_ID, UNK_ID = 0, 1     # word ids: 0 padding, 1 unknown word, then VOCAB in order
+_WORD_ID = {w: i + 2 for i, w in enumerate(VOCAB)}
+
+
+def word_ids(text: str, length: int = 16) -> list[int]:
+    """Fixed-length word ids of a prompt (truncated / padded with PAD_ID), for a tiny word-level encoder."""
+    ids = [_WORD_ID.get(w, UNK_ID) for w in words(text)][:length]
+    return ids + [PAD_ID] * (length - len(ids))
 
 _SOUND_KEYWORDS = {
     "wood": ("wood", "wooden", "knock", "knocks"),

@@ -30,7 +30,7 @@ Definitions (spec §4.3), per modality m (video, audio) with text scale s_T(m) a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch

@@ -11,14 +11,15 @@ API
         `generator` = MovaGenerator or {component: nn.Module}. Restores the base weights and applies
         `stack`; components whose part of the stack did not change are left alone (a strength
         change re-applies from the kept originals, nothing is read from disk). An empty stack (or
-        strength 0) restores the base bit for bit. Float weights are merged (delta in fp32, added,
-        cast back); quantized linears (`add_adapter`, kernels/quant.py) and linears inside blocks that
-        carry forward pre-hooks (kernels/offload streams those from its own copies) get the LoRA
-        computed alongside; `unmerged=True` computes alongside everywhere (forward hooks on Linears).
-        Apply LoRAs AFTER quantizing / attaching offload (the nodes do it right before sampling).
+        strength 0) restores the base bit for bit. How each weight takes its LoRA (merged /
+        alongside / per forward) is in models/lora_apply.py: float weights are merged; quantized
+        linears and trees streamed by kernels/offload get it computed alongside, never merged;
+        `unmerged=True` computes alongside everywhere. Call it AFTER quantizing / attaching offload
+        (the nodes do it right before sampling).
     remove_loras(generator)              == apply_lora_stack(generator, LoraStack())
     LoraReport: .lines, .warnings, str(report) — e.g. "x: applied 480 of 480 keys to video high-noise, 0 unmatched"
-    LoraMismatchError (MovaError): no module of the LoRA fits MOVA; says what it looks made for.
+    LoraMismatchError (MovaError, from lora_apply): no module of the LoRA fits MOVA; says what it
+        looks made for.
 """
 from __future__ import annotations
 
@@ -30,19 +31,14 @@ from typing import Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .errors import MovaError
+from .lora_apply import LoraMismatchError, TreeState, is_managed, weight_shape
 from .lora_detect import expert_hint, group_prefixes, guess_family, guess_wan_size
 from .lora_formats import COMPONENT_LABELS, COMPONENTS, TOWER, Adapter, LoraFile
 
 log = logging.getLogger("mova")
 VIDEO_EXPERT_CHOICES = ("auto", "both", "high", "low", "audio")
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-class LoraMismatchError(MovaError):
-    """A LoRA whose keys fit no MOVA module."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +121,10 @@ class _Catalog:
                         if p and (hasattr(m, "add_adapter") or isinstance(getattr(m, "weight", None), torch.Tensor))}
         # Blocks with forward pre-hooks are managed by someone else (kernels/offload streams them in
         # from its own host copy): merging there would be undone on the next load, so never merge.
-        hooked = [p for p, m in root.named_modules() if m._forward_pre_hooks]
         # Bare parameters (modulation tables) can take full `.diff`s (lightx2v's `.diff_m`).
         self.params = {f"{mp}.{attr}" if mp else attr: (m, attr) for mp, m in root.named_modules()
                        for attr, p in m._parameters.items() if p is not None and attr not in ("weight", "bias")}
-        self.streamed = {p for p in list(self.modules) + list(self.params)
-                         if any(h == "" or p == h or p.startswith(h + ".") for h in hooked)}
+        self.managed = is_managed(root)  # kernels/offload streams this tree: never merge (lora_apply.py)
         self.alias = {}
         for path in list(self.modules) + list(self.params):
             for name in filter(None, (path, _diffusers_alias(path))):
@@ -144,23 +138,9 @@ class _Catalog:
         if path in self.params:
             param = getattr(*self.params[path])
             d = adapter.tensors.get("diff")
-            # a streamed placeholder cannot be checked; apply() skips it with a warning anyway
-            return d is not None and (path in self.streamed or d.numel() == param.numel())
-        return _fits(adapter, _weight_shape(self.modules[path]))
-
-
-def _weight_shape(module: nn.Module) -> tuple:
-    """Logical weight shape (a streamed weight may be an empty placeholder right now)."""
-    if hasattr(module, "in_features") and hasattr(module, "out_features"):
-        return (module.out_features, module.in_features)
-    return tuple(module.weight.shape)
-
-
-def _mergeable(module: nn.Module, shape: tuple) -> bool:
-    """A float weight that is really here (kernels/offload leaves empty placeholders in streamed blocks)."""
-    w = getattr(module, "weight", None)
-    return (isinstance(w, torch.Tensor) and w.dtype in _FLOAT_DTYPES and not w.is_meta
-            and tuple(w.shape) == tuple(shape))
+            # a streamed placeholder cannot be checked now; the per-forward patch checks it on load
+            return d is not None and (param.numel() == 0 or d.numel() == param.numel())
+        return _fits(adapter, weight_shape(self.modules[path]))
 
 
 def _fits(adapter: Adapter, shape: tuple) -> bool:
@@ -252,123 +232,7 @@ def _mismatch_message(entry: LoraEntry, plan: _EntryPlan) -> str:
 
 # ------------------------------------------------------------------------------------- applying
 
-def _merged(original: torch.Tensor, deltas) -> torch.Tensor:
-    w = original.to(torch.float32, copy=True)
-    for delta in deltas:
-        w += delta.to(w.device)
-    return w.to(original.dtype)
-
-
-class _TreeState:
-    """What is applied to one component tree, and the untouched originals to go back to."""
-
-    def __init__(self):
-        self.key = ()
-        self.keep = ()          # the LoraFiles of `key` (keeps their ids valid)
-        self.mode = ""          # merged / alongside of what is applied
-        self.originals = []     # (module, attr, param, original tensor)
-        self.adapters = []      # (module, adapter module) added through add_adapter
-        self.hooks = []
-        self.skipped = []       # paths that could be neither merged nor computed alongside
-
-    def restore(self):
-        for module, attr, param, original in reversed(self.originals):
-            if getattr(module, attr) is not param:
-                log.warning("MOVA LoRA: %s was replaced since the LoRA was merged; not restored", attr)
-                continue
-            param.data = original if original.device == param.device else original.to(param.device)
-        for module, adapter in self.adapters:
-            module.adapters = nn.ModuleList([a for a in module.adapters if a is not adapter])
-        for hook in self.hooks:
-            hook.remove()
-        self.originals, self.adapters, self.hooks, self.skipped = [], [], [], []
-        self.key, self.keep, self.mode = (), (), ""
-
-    def apply(self, catalog: "_Catalog", patches: dict, unmerged: bool) -> str:
-        """patches: {path: [(adapter, strength)]}. Returns "merged" / "alongside" / "merged+alongside".
-        Streamed (offloaded) and quantized weights get the LoRA alongside; float weights are merged."""
-        modes, streamed = set(), catalog.streamed
-        for path, items in patches.items():
-            if path in catalog.params:  # a bare parameter: only a merged full diff is possible
-                owner, attr = catalog.params[path]
-                if path in streamed or getattr(owner, attr).dtype not in _FLOAT_DTYPES:
-                    self.skipped.append(path)
-                    continue
-                self._merge(owner, attr, [a.delta(getattr(owner, attr).shape) * s for a, s in items])
-                modes.add("merged")
-                continue
-            module = catalog.modules[path]
-            if hasattr(module, "add_adapter"):
-                for adapter, strength in items:
-                    self._add_alongside(module, adapter, strength)
-                bias = [a.bias_delta() * s for a, s in items if a.bias_delta() is not None]
-                if bias and module.bias is not None:  # quantized layers keep a float bias: merge it
-                    self._merge(module, "bias", bias)
-                modes.add("alongside")
-            elif (not _mergeable(module, _weight_shape(module)) or path in streamed
-                  or (unmerged and not _calls_weight_directly(path))):
-                if not hasattr(module, "in_features"):  # e.g. a norm `.diff` inside a streamed block
-                    self.skipped.append(path)
-                    continue
-                self.hooks.append(module.register_forward_hook(_alongside_hook(module, items)))
-                modes.add("alongside")
-            else:
-                self._merge(module, "weight", [a.delta(module.weight.shape) * s for a, s in items])
-                bias = [(a.bias_delta(), s) for a, s in items if a.bias_delta() is not None]
-                if bias and module.bias is not None:
-                    self._merge(module, "bias", [b * s for b, s in bias])
-                modes.add("merged")
-        return "+".join(sorted(modes, reverse=True))
-
-    def _merge(self, module, attr, deltas):
-        param = getattr(module, attr)
-        original = param.data
-        keep = original if original.device.type == "cpu" else original.to("cpu")  # spare GPU memory
-        self.originals.append((module, attr, param, keep))
-        param.data = _merged(original, deltas)
-
-    def _add_alongside(self, module, adapter: Adapter, strength: float):
-        low = adapter.low_rank()
-        if low is not None:
-            a, b, scale = low
-            added = module.add_adapter(a, b, scale * strength)
-        else:  # LoKr / LoHa / diff: the dense delta as a rank-min(out, in) product
-            d = adapter.delta((module.out_features, module.in_features))
-            if d.shape[0] <= d.shape[1]:
-                added = module.add_adapter(d, torch.eye(d.shape[0]), strength)
-            else:
-                added = module.add_adapter(torch.eye(d.shape[1]), d, strength)
-        self.adapters.append((module, added))
-
-
-def _calls_weight_directly(path: str) -> bool:
-    """The towers run their time MLPs with F.linear on the weight (fp32), bypassing hooks: merge those."""
-    return path.split(".")[0] in ("time_embedding", "time_projection")
-
-
-def _alongside_hook(module: nn.Module, items):
-    device = module.weight.device
-    factors, bias = [], None
-    for adapter, strength in items:
-        low = adapter.low_rank()
-        if low is not None:
-            factors.append((low[0].to(device), low[1].to(device), low[2] * strength))
-        else:
-            factors.append((adapter.delta(_weight_shape(module)).to(device), None, strength))
-        b = adapter.bias_delta()
-        if b is not None:
-            bias = (0 if bias is None else bias) + b.to(device) * strength
-
-    def hook(mod, args, out):
-        x = args[0]
-        for a, b, scale in factors:
-            y = F.linear(x, a.to(x.dtype))
-            out = out + (F.linear(y, b.to(x.dtype)) if b is not None else y) * scale
-        return out if bias is None else out + bias.to(out.dtype)
-    return hook
-
-
-_STATES: "weakref.WeakKeyDictionary[nn.Module, _TreeState]" = weakref.WeakKeyDictionary()
+_STATES: "weakref.WeakKeyDictionary[nn.Module, TreeState]" = weakref.WeakKeyDictionary()
 
 
 def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> LoraReport:
@@ -412,20 +276,20 @@ def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> Lor
                             f"(DoRA / Tucker) and were skipped: {group_prefixes(lora.unsupported, 4)}")
     loras = tuple(e.lora for e in stack.entries)
     for component, module in components.items():
-        state = _STATES.setdefault(module, _TreeState())
+        state = _STATES.setdefault(module, TreeState())
         key = (unmerged, tuple(keys[component]))
         if key != state.key:
             state.restore()
             if desired[component]:
-                state.mode = state.apply(catalogs[component], desired[component], unmerged)
+                cat = catalogs[component]
+                state.mode = state.apply(cat.modules, cat.params, desired[component], cat.managed, unmerged)
             state.key, state.keep = key, loras
         if desired[component]:
             lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component]) - len(state.skipped)} "
                          f"modules patched ({state.mode})")
         if state.skipped:
-            warnings.append(f"{COMPONENT_LABELS[component]}: {len(state.skipped)} non-linear weights "
-                            f"(norms, modulation) are streamed by offload or not float and were left "
-                            f"without their LoRA diff: {group_prefixes(state.skipped)}")
+            warnings.append(f"{COMPONENT_LABELS[component]}: {len(state.skipped)} weights could not take "
+                            f"their LoRA (not float, or time MLPs under offload): {group_prefixes(state.skipped)}")
     for line in lines:
         log.info("MOVA LoRA: %s", line)
     for w in warnings:

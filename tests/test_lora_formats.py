@@ -1,6 +1,4 @@
 """Every LoRA format we read, applied to a tiny MOVA, against the same delta applied by hand."""
-import pickle
-
 import pytest
 import torch
 from safetensors.torch import save_file

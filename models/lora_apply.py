@@ -126,8 +126,8 @@ def _alongside_hook(module: nn.Module, items):
     return hook
 
 
-def _weight_deltas(items, shape):
-    return [a.delta(shape) * s for a, s in items if a.kind != "diff" or "diff" in a.tensors]
+def _weight_deltas(items, shape, device=None):
+    return [a.delta(shape, device) * s for a, s in items if a.kind != "diff" or "diff" in a.tensors]
 
 
 def _bias_deltas(items):
@@ -181,9 +181,10 @@ class TreeState:
             elif hasattr(module, "in_features") and (managed or unmerged or not _float_weight(module)):
                 self.hooks.append(module.register_forward_hook(_alongside_hook(module, items)))
                 modes.add("alongside")
-            else:
-                shape = weight_shape(module)
-                modes.add(self._small(path, module, "weight", _weight_deltas(items, shape), managed))
+            else:  # the product on the weight's device (a GPU does 400 of them in no time)
+                shape, device = weight_shape(module), module.weight.device
+                deltas = _weight_deltas(items, shape, None if device.type == "meta" else device)
+                modes.add(self._small(path, module, "weight", deltas, managed))
                 if bias and module.bias is not None:
                     self._small(path, module, "bias", bias, managed)
         modes.discard("skipped")

@@ -88,9 +88,10 @@ class Adapter:
             return None
         return self.tensors["down"], self.tensors["up"], self.scale
 
-    def delta(self, shape) -> torch.Tensor:
-        """Weight delta [*shape] in fp32 at strength 1; CheckpointError if it cannot have that shape."""
-        t = {k: v.float() for k, v in self.tensors.items() if k != "diff_b"}
+    def delta(self, shape, device=None) -> torch.Tensor:
+        """Weight delta [*shape] in fp32 at strength 1 (computed on `device`, default where the factors
+        are); CheckpointError if it cannot have that shape."""
+        t = {k: v.to(device=device, dtype=torch.float32) for k, v in self.tensors.items() if k != "diff_b"}
         if self.kind == "lora":
             up, down = t["up"].flatten(1), t["down"].flatten(1)
             d = up @ down
@@ -103,7 +104,7 @@ class Adapter:
                 w2 = w2.flatten(1)
             d = torch.kron(w1, w2)
         elif self.kind == "diff":
-            d = t["diff"] if "diff" in t else torch.zeros(shape)
+            d = t["diff"] if "diff" in t else torch.zeros(shape, device=device)
         else:
             raise CheckpointError(f"unknown adapter kind {self.kind!r}")
         if d.numel() != torch.Size(shape).numel():

@@ -201,7 +201,7 @@ def load_into(module: torch.nn.Module, files: list, component: str, dtype: torch
     module.load_state_dict(sd, strict=True, assign=True)
     for sub in module.modules():
         if hasattr(sub, "rebuild_buffers"):
-            sub.rebuild_buffers()
+            sub.rebuild_buffers(torch.device(device))
     return module.requires_grad_(False).eval()
 
 

@@ -55,9 +55,10 @@ class AlignedRotary(torch.nn.Module):
         exps = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
         return 1.0 / (self.base ** exps)
 
-    def rebuild_buffers(self):
+    def rebuild_buffers(self, device=None):
         """Recreate the non-persistent buffer (modules built on `meta` never receive it from a file)."""
-        device = None if self.inv_freq.is_meta else self.inv_freq.device
+        if device is None and not self.inv_freq.is_meta:
+            device = self.inv_freq.device
         self.inv_freq = self._inv_freq(device)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype):

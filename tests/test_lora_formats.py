@@ -310,3 +310,26 @@ def test_alpha_zero_means_rank():
                        "lora_unet_blocks_0_self_attn_q.lora_up.weight": torch.zeros(8, 4),
                        "lora_unet_blocks_0_self_attn_q.alpha": torch.tensor(0.0)}, "x")
     assert next(iter(lora.adapters.values())).scale == 1.0
+
+
+def test_released_architecture_key_counts_on_meta():
+    """MOVA accelerate targets every Linear under blocks.* and the bridge q/k/v/o (spec §7.6): on the
+    released 360p architecture (built on the meta device) that is 400 / 300 / 240 keys."""
+    from mova_pack.models.bridge import DualTowerBridge
+    from mova_pack.models.config import PRESETS
+    from mova_pack.models.dit import AudioDiT, VideoDiT
+    from mova_pack.models.lora import _Catalog, plan_entry
+    cfg = PRESETS["mova-360p"]
+    with torch.device("meta"):
+        comps = {"video_high": VideoDiT(cfg.video_dit), "audio": AudioDiT(cfg.audio_dit),
+                 "bridge": DualTowerBridge(cfg.bridge)}
+    sd = {}
+    for comp, prefix in (("video_high", "video_dit"), ("audio", "audio_dit"), ("bridge", "dual_tower_bridge")):
+        for path, m in comps[comp].named_modules():
+            if isinstance(m, torch.nn.Linear) and (path.startswith("blocks.") or ".inner." in path):
+                sd[f"{prefix}.{path}.lora_A.weight"] = torch.empty(16, m.in_features, device="meta")
+                sd[f"{prefix}.{path}.lora_B.weight"] = torch.empty(m.out_features, 16, device="meta")
+    lora = parse_lora(sd, "full", source_format="MOVA accelerate")
+    plan = plan_entry(LoraEntry(lora), {c: _Catalog(m) for c, m in comps.items()})
+    assert plan.counts == {"video_high": [400, 400], "audio": [300, 300], "bridge": [240, 240]}
+    assert not plan.unmatched and not plan.misfit

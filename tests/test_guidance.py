@@ -223,3 +223,15 @@ def test_sampler_uses_guidance_runner_for_audio_negative_and_batching(tiny):
     batched = sample(*args, guidance=DualGuidance(GuidanceSettings(**s, batch_passes=True), d["aneg"], forward=recorder))
     assert calls == [(3, 1.0), (2, 0.0)] * 2 + [(3, 1.0)] * 2
     assert all((x - y).abs().max().item() <= 1e-5 for x, y in zip(plain, batched))
+
+
+def test_batching_falls_back_when_context_lengths_differ():
+    fake = FakeForward()
+    g = DualGuidance(GuidanceSettings(batch_passes=True), forward=fake)
+    ctx = {"positive": torch.full((1, 4, 2), POS), "negative": torch.full((1, 7, 2), NEG)}
+    passes = g.plan(0)
+    outs = g.run_forwards(_Gen(), None, passes, torch.zeros(1, 16, 1, 2, 2), torch.zeros(1, 8, 3),
+                          torch.tensor([500.0]), ctx, None, 24.0)
+    assert len(fake.calls) == 2 and len(outs) == 2
+    v, _ = g.combine(0, outs)
+    assert v.flatten()[0].item() == pytest.approx(_F(NEG, 1, 1)[0] + 5.0 * (_F(POS, 1, 1)[0] - _F(NEG, 1, 1)[0]))

@@ -270,15 +270,28 @@ def _strip_wrappers(name: str) -> str:
     return name
 
 
-def _split_component(name: str, videox: bool = False):
-    """(component or None, rest) for MOVA / VideoX-Fun component prefixes (dotted or underscored)."""
+# Two-expert single files: diffusers' Wan2.2 pipelines call the high-noise expert "transformer" and the
+# low-noise one "transformer_2"; VideoX-Fun's MOVA does the opposite (and adds transformer_audio).
+_TWO_EXPERT = {"videox": {"transformer": "video_low", "transformer_2": "video_high", "transformer_audio": "audio"},
+               "diffusers": {"transformer": "video_high", "transformer_2": "video_low"},
+               None: {"transformer_audio": "audio"}}
+
+
+def _two_expert_layout(names) -> Optional[str]:
+    if any(n.startswith(("transformer_audio.", "dual_tower_bridge.")) for n in names):
+        return "videox"
+    return "diffusers" if any(n.startswith("transformer_2.") for n in names) else None
+
+
+def _split_component(name: str, layout: Optional[str] = None):
+    """(component or None, rest) for MOVA / two-expert component prefixes (dotted or underscored)."""
     for prefix, component in _MOVA_PREFIXES:
         for sep in (".", "_"):
             if name.startswith(prefix + sep):
                 return component, name[len(prefix) + 1:]
-    for prefix in ("transformer_audio", "transformer_2") + (("transformer",) if videox else ()):
+    for prefix, component in sorted(_TWO_EXPERT[layout].items(), key=lambda kv: -len(kv[0])):
         if name.startswith(prefix + "."):
-            return VIDEOX_FOLDERS[prefix], name[len(prefix) + 1:]
+            return component, name[len(prefix) + 1:]
     return None, name
 
 
@@ -290,7 +303,11 @@ def parse_lora(tensors: Mapping[str, torch.Tensor], name: str, metadata: Mapping
     metadata = dict(metadata or {})
     keys = list(tensors)
     normalized = {k: k.replace(".default.weight", ".weight").removesuffix(".default") for k in keys}
-    videox = any(n.startswith(("transformer_2.", "transformer_audio.")) for n in normalized.values())
+    layout = _two_expert_layout(normalized.values())
+    if layout:
+        notes = tuple(notes) + ({"videox": "VideoX-Fun layout: transformer = low-noise, transformer_2 = high-noise",
+                                 "diffusers": "diffusers Wan2.2 layout: transformer = high-noise, "
+                                              "transformer_2 = low-noise"}[layout],)
     groups: dict = {}
     ignored, unsupported = [], []
     for key, norm in normalized.items():
@@ -301,7 +318,7 @@ def parse_lora(tensors: Mapping[str, torch.Tensor], name: str, metadata: Mapping
         base, role = _strip_wrappers(m.group("base")), m.group("role")
         if role == "diff_m":  # lightx2v: the block's modulation table difference
             base, role = base + ".modulation", "diff"
-        comp, rest = _split_component(base, videox)
+        comp, rest = _split_component(base, layout)
         if comp is None and base.startswith("transformer."):  # diffusers single-model prefix
             rest = base[len("transformer."):]
         rest = _strip_wrappers(rest)

@@ -297,12 +297,17 @@ def test_key_spellings_resolve_to_our_modules(key, scope, path):
     assert got_scope == scope and _Catalog(root).find(name) == path
 
 
-def test_videox_single_file_with_component_prefixes():
-    lora = parse_lora({"transformer.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 4),
-                       "transformer.blocks.0.self_attn.q.lora_B.weight": torch.zeros(4, 2),
-                       "transformer_2.blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 4),
-                       "transformer_2.blocks.0.self_attn.q.lora_B.weight": torch.zeros(4, 2)}, "vx")
-    assert lora.scopes() == {"video_low": 1, "video_high": 1}
+@pytest.mark.parametrize("extra,high,low", [({}, "transformer", "transformer_2"),  # diffusers Wan2.2
+                                             ({"transformer_audio": 1}, "transformer_2", "transformer")])  # VideoX-Fun
+def test_two_expert_single_files(extra, high, low):
+    sd = {}
+    for prefix, rank in ((high, 2), (low, 3)) + tuple(extra.items()):
+        sd[f"{prefix}.blocks.0.self_attn.q.lora_A.weight"] = torch.zeros(rank, 4)
+        sd[f"{prefix}.blocks.0.self_attn.q.lora_B.weight"] = torch.zeros(4, rank)
+    lora = parse_lora(sd, "two")
+    assert lora.adapters[("video_high", "blocks.0.self_attn.q")].rank == 2
+    assert lora.adapters[("video_low", "blocks.0.self_attn.q")].rank == 3
+    assert any("layout: transformer =" in n for n in lora.notes)
 
 
 def test_alpha_zero_means_rank():

@@ -34,7 +34,8 @@ _FAMILIES = (
      _any(s, "token_refiner", "img_mlp.fc1", "img_mlp_fc1", ".img_attn_qkv")),
     ("Flux", lambda s: _any(s, "double_blocks", "single_blocks", "single_transformer_blocks")),
     ("HiDream", lambda s: _any(s, "double_stream_blocks", "single_stream_blocks")),
-    ("Stable Diffusion 3", lambda s: _any(s, "joint_blocks", "context_block.")),
+    ("Stable Diffusion 3", lambda s: _any(s, "joint_blocks", "context_block.") or
+     ("transformer_blocks" in s and _any(s, ".attn.add_q_proj", "_attn_add_q_proj"))),
     ("SDXL", lambda s: _any(s, "lora_te2_", "text_encoder_2", "conditioner.embedders.1")),
     ("Stable Diffusion 1.x/2.x/XL UNet", lambda s: _any(s, "input_blocks", "output_blocks", "down_blocks",
                                                         "up_blocks", "mid_block", "lora_te_", "lora_te1_")),

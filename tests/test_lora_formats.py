@@ -338,3 +338,26 @@ def test_released_architecture_key_counts_on_meta():
     plan = plan_entry(LoraEntry(lora), {c: _Catalog(m) for c, m in comps.items()})
     assert plan.counts == {"video_high": [400, 400], "audio": [300, 300], "bridge": [240, 240]}
     assert not plan.unmatched and not plan.misfit
+
+
+@pytest.mark.parametrize("keys,family", [
+    (["transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight",
+      "transformer.context_embedder.token_refiner.refiner_blocks.0.attn.to_q.lora_A.weight"], "HunyuanVideo"),
+    (["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+      "lora_unet_double_blocks_0_img_mlp_fc1.lora_down.weight"], "HunyuanVideo"),
+    (["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+      "lora_unet_double_blocks_0_img_mlp_0.lora_down.weight"], "Flux"),
+    (["transformer.transformer_blocks.0.attn.add_q_proj.lora_A.weight",
+      "transformer.single_transformer_blocks.0.proj_out.lora_A.weight"], "Flux"),
+    (["transformer.transformer_blocks.0.attn.add_q_proj.lora_A.weight"], "Stable Diffusion 3"),
+    (["transformer.transformer_blocks.0.attn1.to_q.lora_A.weight"], "LTX-Video"),
+    (["diffusion_model.transformer_blocks.0.audio_attn1.to_q.lora_A.weight"], "LTX-2"),
+    (["transformer.transformer_blocks.0.img_mod.1.lora_A.weight"], "Qwen-Image"),
+    (["diffusion_model.double_stream_blocks.0.block.attn1.to_q.lora_A.weight"], "HiDream"),
+    (["diffusion_model.layers.0.attention.qkv.lora_A.weight"], "Lumina 2"),
+    (["diffusion_model.blocks.0.cross_attn.k_img.lora_A.weight"], "Wan 2.1 I2V"),
+    (["diffusion_model.blocks.0.cross_attn.k.lora_A.weight"], None),
+])
+def test_guess_family(keys, family):
+    got = guess_family(keys)
+    assert (got is None) if family is None else got[0].startswith(family)

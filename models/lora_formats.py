@@ -2,6 +2,7 @@
 
 API
     read_lora(path, name=None) -> LoraFile       a file or folder in any supported format
+    is_lora_folder(path) -> bool                 a folder read_lora reads as one LoRA (for file lists)
     parse_lora(tensors, name, metadata=None, component=None, source_format=None) -> LoraFile
                                                  an in-memory state dict
     LoraFile.adapters: {(scope, name): Adapter}  scope = "video_high" | "video_low" | "audio" | "bridge"
@@ -217,6 +218,16 @@ def _from_torch_object(obj, path: Path, name: str) -> LoraFile:
                 notes.append(f"lora_config.pt says rank {c.get('rank')}, alpha {c.get('alpha')} (not used)")
         return parse_lora(sd, name, meta, source_format="MOVA accelerate", notes=tuple(notes))
     return parse_lora(sd, name, meta)
+
+
+def is_lora_folder(path) -> bool:
+    """True for a folder read_lora() reads as one LoRA (MOVA lora_weights.pt, VideoX-Fun subfolders,
+    peft adapter_model.safetensors) — for nodes that list folders next to files."""
+    path = Path(path)
+    return path.is_dir() and ((path / "lora_weights.pt").is_file()
+                              or (path / "adapter_model.safetensors").is_file()
+                              or any(any((path / f).glob("*.safetensors")) for f in VIDEOX_FOLDERS
+                                     if (path / f).is_dir()))
 
 
 def _read_folder(path: Path, name: str) -> LoraFile:

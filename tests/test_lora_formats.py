@@ -9,7 +9,7 @@ from mova_pack.models.errors import CheckpointError
 from mova_pack.models.lora import (LoraEntry, LoraMismatchError, LoraStack, LoraStrengths, apply_lora_stack,
                                    remove_loras)
 from mova_pack.models.lora_detect import expert_hint, guess_family
-from mova_pack.models.lora_formats import parse_lora, read_lora
+from mova_pack.models.lora_formats import is_lora_folder, parse_lora, read_lora
 
 TOL = 1e-5
 
@@ -66,6 +66,15 @@ def test_videox_fun_folders_map_transformer_to_low_noise(tmp_path):
     assert lora.scopes() == {"video_low": 3, "video_high": 5, "audio": 2, "bridge": 3}
     report = _assert_close_to_hand(comps, lora_deltas(factors, 4 / 8), lora, experts=("video_high", "video_low"))
     assert "applied 3 of 3 keys to video low-noise" in str(report)
+
+
+def test_lora_folders_are_recognised(tmp_path):
+    comps = tiny_components()
+    write_videox(tmp_path / "vx", random_factors(comps, {"audio": TARGETS["audio"]}), alpha=4)
+    write_accelerate(tmp_path / "acc", random_factors(comps, {"audio": TARGETS["audio"]}))
+    (tmp_path / "other").mkdir()
+    assert is_lora_folder(tmp_path / "vx") and is_lora_folder(tmp_path / "acc")
+    assert not is_lora_folder(tmp_path / "other") and not is_lora_folder(tmp_path / "acc" / "lora_weights.pt")
 
 
 def test_videox_single_component_file_uses_its_folder(tmp_path):

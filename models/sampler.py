@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .conditioning import check_y
 from .errors import InputError, SamplingStopped
 from .joint import joint_forward
 from .schedule import SCHEDULES, euler_step, make_schedule
@@ -110,12 +111,37 @@ def run_forwards(generator, expert, passes: Sequence[ForwardPass], video, audio,
     return outputs
 
 
+def check_inputs(config, video_noise, audio_noise, positive, negative, y):
+    """Clear errors for mismatched shapes before any forward runs."""
+    v, a = config.video_dit, config.audio_dit
+    if video_noise.ndim != 5 or audio_noise.ndim != 3 or video_noise.shape[0] != audio_noise.shape[0]:
+        raise InputError(f"noise must be video [B, C, F, H, W] and audio [B, C, L] with one batch size; got "
+                         f"{list(video_noise.shape)} and {list(audio_noise.shape)}.")
+    if audio_noise.shape[1] != a.in_dim:
+        raise InputError(f"audio latents need {a.in_dim} channels (the audio VAE's latent_dim), got "
+                         f"{audio_noise.shape[1]}.")
+    if y is None:
+        if video_noise.shape[1] != v.in_dim:
+            raise InputError(f"this video tower takes {v.in_dim} input channels: pass the first-frame "
+                             "conditioning y (mask + image latent; a white frame for text-to-video+audio).")
+    else:
+        if video_noise.shape[1] + 20 != v.in_dim:
+            raise InputError(f"video latents have {video_noise.shape[1]} channels; with y the tower expects "
+                             f"{v.in_dim - 20}.")
+        check_y(y, tuple(video_noise.shape))
+    for name, ctx in (("positive", positive), ("negative", negative)):
+        if ctx is not None and (ctx.ndim != 3 or ctx.shape[-1] != v.text_dim):
+            raise InputError(f"{name} text conditioning must be [B, tokens, {v.text_dim}] (umT5-xxl output), "
+                             f"got {list(ctx.shape)}; use the umT5-xxl text encoder MOVA was trained with.")
+
+
 @torch.no_grad()
 def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, positive: torch.Tensor,
            negative: Optional[torch.Tensor], y: Optional[torch.Tensor], settings: SamplerSettings,
            guidance=None, on_step: Callable = None, should_stop: Callable = None):
     """Denoise (video [B,16,F,H,W], audio [B,C,L]) from noise; returns fp32 latents."""
     cfg = generator.config
+    check_inputs(cfg, video_noise, audio_noise, positive, negative, y)
     schedule = make_schedule(settings.schedule, settings.steps, settings.shift, cfg.scheduler)
     total = len(schedule)
     if guidance is None:

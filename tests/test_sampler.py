@@ -127,3 +127,17 @@ def test_custom_guidance_plugs_into_the_seam(gen):
     on = sample(gen, video, audio, pos, None, y, SamplerSettings(steps=2, video_cfg=1, audio_cfg=1))
     assert rel_err(off[0], on[0]) > 1e-4
     assert isinstance(StepInfo, type)
+
+
+def test_input_checks_are_clear(gen):
+    _, y, _, pos = tiny_inputs(seed=36, frames=2, h=4, w=4)
+    video, audio = make_noise(4, (1, 16, 2, 4, 4), (1, 128, 11))
+    s = SamplerSettings(steps=1, video_cfg=1, audio_cfg=1)
+    with pytest.raises(InputError, match="first-frame conditioning y"):
+        sample(gen, video, audio, pos, None, None, s)
+    with pytest.raises(InputError, match="same width/height/frames"):
+        sample(gen, video, audio, pos, None, y[:, :, :1], s)
+    with pytest.raises(InputError, match="umT5-xxl"):
+        sample(gen, video, audio, pos[..., :16], None, y, s)
+    with pytest.raises(InputError, match="128 channels"):
+        sample(gen, video, audio[:, :64], pos, None, y, s)

@@ -15,7 +15,7 @@ from ..models import audio_vae as audio_vae_mod
 from ..models import generator as generator_mod
 from ..models import sampler as sampler_mod
 from ..models import video_vae as video_vae_mod
-from ..models.errors import InputError, MovaError
+from ..models.errors import InputError
 from .types import AVLatent, Conditioning
 
 log = logging.getLogger("mova")
@@ -33,10 +33,6 @@ def _text():
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-class NotAvailableError(MovaError):
-    """An option whose engine is not part of this install."""
-
-
 @dataclass(frozen=True)
 class LoadOptions:
     dtype: str = "auto"
@@ -47,10 +43,14 @@ class LoadOptions:
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """What travels on MOVA_MODEL: the generator and how it was loaded."""
+    """What travels on MOVA_MODEL: the generator, how it was loaded, its streaming engine (if any) and
+    the LoRA stack to apply before sampling (nodes downstream of the loader return a copy with a new
+    stack, the weights are shared)."""
     generator: object
     options: LoadOptions
     device: torch.device
+    engine: object = None
+    lora: object = None
 
 
 def device() -> torch.device:
@@ -64,35 +64,47 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def _finish_generator(generator, options: LoadOptions) -> ModelHandle:
+def _weight_files(folder: Path | None, paths: dict | None) -> dict:
+    """component -> safetensors list, for streaming from disk."""
+    from ..models.checkpoint import resolve_files
+    sources = dict(paths or {})
+    if folder is not None:
+        sources = {n: folder / n for n in generator_mod.COMPONENTS if (folder / n).is_dir()} | sources
+    return {n: [str(p) for p in resolve_files(src, n)] for n, src in sources.items()}
+
+
+def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) -> ModelHandle:
     if options.quantization != "none":
+        if options.offload == "disk":
+            raise InputError("offload=disk streams the weights exactly as stored in the files, so it cannot be "
+                             "combined with on-the-fly quantization; use offload=cpu, or a pre-quantized file.")
         for name in ("video_high", "video_low", "audio", "bridge"):
             module = getattr(generator, name, None)
             if module is not None:
                 quant.quantize_module(module, options.quantization)
-    if options.offload != "none":
-        try:
-            from ..kernels import offload
-        except ImportError:
-            raise NotAvailableError(
-                f"offload={options.offload!r} is not available in this install yet (kernels/offload.py "
-                "missing); choose offload=none.") from None
-        offload.apply(generator, offload.OffloadSettings(mode=options.offload,
-                                                         resident_units=options.resident_layers,
-                                                         device=device()))
-    else:
+    engine = None
+    if options.offload == "none":
         generator.to(device())
-    return ModelHandle(generator=generator, options=options, device=device())
+    else:
+        from ..kernels.offload import OffloadEngine, OffloadSettings
+        experts = {n: m for n, m in (("video_dit", generator.video_high), ("video_dit_2", generator.video_low))
+                   if m is not None}
+        settings = OffloadSettings(resident_units=options.resident_layers,
+                                   storage="disk" if options.offload == "disk" else "cpu_pinned")
+        files = _weight_files(folder, paths) if options.offload == "disk" else None
+        engine = OffloadEngine(experts, generator.audio, generator.bridge, settings, device(), files)
+        log.info("MOVA offload: %s, %d resident layers", settings.storage, options.resident_layers)
+    return ModelHandle(generator=generator, options=options, device=device(), engine=engine)
 
 
 def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:
     generator = generator_mod.load_generator(folder, dtype=torch_dtype(options.dtype))
-    return _finish_generator(generator, options)
+    return _finish_generator(generator, options, folder=folder)
 
 
 def load_generator_files(paths: dict, preset: str, options: LoadOptions) -> ModelHandle:
     generator = generator_mod.load_generator(files=paths, config=preset, dtype=torch_dtype(options.dtype))
-    return _finish_generator(generator, options)
+    return _finish_generator(generator, options, paths=paths)
 
 
 def load_video_vae(path: Path, dtype: str):
@@ -157,6 +169,11 @@ def step_text(info) -> str:
 
 def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, latent: AVLatent,
            settings, guidance=None, on_step=None, should_stop=None) -> AVLatent:
+    from ..models.lora import LoraStack, apply_lora_stack
+    # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).
+    report = apply_lora_stack(handle.generator, handle.lora or LoraStack())
+    if handle.lora is not None and handle.lora.entries:
+        log.info("MOVA LoRA: %s", report)
     video_shape, audio_shape = _cond().latent_shapes(handle.generator.config, latent.width, latent.height,
                                                       latent.frames, latent.fps)
     video_noise, audio_noise = sampler_mod.make_noise(settings.seed, video_shape, audio_shape)

@@ -70,6 +70,7 @@ class RunResult:
     node_errors: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
+    values: dict = field(default_factory=dict)
 
     def files(self) -> list[dict]:
         return comfy_host.output_files({"outputs": self.outputs})
@@ -163,9 +164,13 @@ class InProcessComfy:
         self.stub.messages.clear()
         self.stub.progress_text.clear()
         executor.execute(prompt, prompt_id, {"client_id": "tests"}, outputs or graph_outputs)
+        values = {}
+        for node_id in outputs or []:   # what the requested nodes returned (from the executor's cache)
+            entry = executor.caches.outputs.get(node_id)
+            values[node_id] = entry.outputs if entry is not None else None
         return RunResult(valid=True, success=executor.success,
                          outputs=executor.history_result.get("outputs", {}) if executor.success else {},
-                         messages=list(executor.status_messages))
+                         messages=list(executor.status_messages), values=values)
 
     def output_path(self, file: dict) -> Path:
         return Path(self.folder_paths.get_output_directory()) / file.get("subfolder", "") / file["filename"]

@@ -158,3 +158,34 @@ def test_conditioning_from_core_clip_text_encode_is_accepted(ready):
     context = out.args[0].context
     assert tuple(context.shape) == (1, 512, 4096)
     assert torch.all(context[:, :7] == 1) and torch.all(context[:, 7:] == 0)
+
+
+def _sampled(ready, prompt, **loader):
+    node_of(prompt, "MOVAModelLoader")["inputs"].update(loader)
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "MOVASampler")
+    node_of(prompt, "MOVASampler")["inputs"].update(steps=3, seed=5)
+    result = ready.run(prompt, outputs=[sampler_id])
+    assert result.success, result.execution_error()
+    latent = result.values[sampler_id][0][0]
+    return latent.video, latent.audio
+
+
+def test_loader_memory_options_run_through_the_kernels(ready):
+    """Streaming (cpu / disk) gives the resident result exactly; quantized modes stay close."""
+    import torch
+    base_v, base_a = _sampled(ready, _t2va(ready))
+    for offload in ("cpu", "disk"):
+        v, a = _sampled(ready, _t2va(ready), offload=offload, resident_layers=1)
+        assert torch.equal(v, base_v) and torch.equal(a, base_a), offload
+    for mode in ("fp8_e4m3fn", "int8"):
+        v, a = _sampled(ready, _t2va(ready), quantization=mode)
+        assert torch.isfinite(v).all() and not torch.equal(v, base_v), mode
+        assert (v - base_v).norm() / base_v.norm() < 0.2, mode
+
+
+def test_disk_streaming_with_on_the_fly_quantization_is_refused_readably(ready):
+    prompt = _t2va(ready)
+    node_of(prompt, "MOVAModelLoader")["inputs"].update(quantization="fp8_e4m3fn", offload="disk")
+    result = ready.run(prompt)
+    assert not result.success
+    assert "offload=disk" in result.execution_error()["exception_message"]

@@ -1,0 +1,220 @@
+"""Measure audio-video sync and prompt adherence of a MOVA folder (default: the embedded toy model).
+
+    python scripts/eval_sync.py --json artifacts/eval_sync.json            # the full table
+    python scripts/eval_sync.py --json out.json --clips 2 --steps 2 --fast  # smoke run
+
+Generates the fixed prompts/seeds of toy/captions.py EVAL_PROMPTS (text -> video + audio through the
+same loaders, sampler and decoders as the nodes, T2VA white first frame) and reads each clip back with
+toy/detectors.py: impacts seen in the video vs onsets heard in the audio (sync), the object's colour and
+the impact sound class (adherence). Rows, each labelled:
+  bridge_on / bridge_off      released text CFG, Bridge on vs both condition scales 0
+  guidance_bridge_<s>         dual CFG (models/guidance.py, nested) with bridge scale s for both modalities
+  quant_<mode>                bridge_on with the towers and Bridge in bf16 or quantized (kernels/quant.py)
+  reference_ground_truth      the rendered clips themselves (detector error floor)
+  reference_vae_roundtrip     rendered clips through the toy VAEs (codec error floor)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import _pack  # noqa: F401  (registers the repo as the package `mova_pack`)
+import numpy as np
+import torch
+
+from mova_pack.kernels import quant
+from mova_pack.models import sampler as sampler_mod
+from mova_pack.models.audio_vae import load_audio_vae
+from mova_pack.models.conditioning import first_frame_y, latent_shapes
+from mova_pack.models.generator import load_generator
+from mova_pack.models.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.text_encoder import load_text_encoder
+from mova_pack.models.video_vae import load_video_vae
+from mova_pack.toy import detectors, scenes
+from mova_pack.toy.captions import EVAL_PROMPTS, EvalPrompt
+from mova_pack.toy.train.common import channels_last, video_tensor
+from mova_pack.toy.train.configs import MODEL_DIR, NEGATIVE_PROMPT
+
+SYNC_GOAL_MS = 40.0
+
+
+class BridgeOff:
+    """Released text CFG with both Bridge directions at condition scale 0 (the towers run unbridged)."""
+
+    def __init__(self, video_scale: float, audio_scale: float):
+        self.cfg = sampler_mod.TextCFG(video_scale, audio_scale)
+
+    def plan(self, step, timestep):
+        return [sampler_mod.ForwardPass(p.text, 0.0, 0.0) for p in self.cfg.plan(step, timestep)]
+
+    def combine(self, step, outputs):
+        return self.cfg.combine(step, outputs)
+
+
+class Toy:
+    """Everything loaded once from a MOVA folder; the generator is reloaded per dtype/quantization."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.text = load_text_encoder(folder, dtype=torch.float32)
+        self.video_vae = channels_last(load_video_vae(folder / "video_vae"))
+        self.audio_vae = load_audio_vae(folder / "audio_vae")
+        self.negative = self.text.encode([NEGATIVE_PROMPT])
+
+    def generator(self, mode: str = "fp32"):
+        dtype = torch.bfloat16 if mode != "fp32" else torch.float32
+        gen = load_generator(self.folder, dtype=dtype)
+        if mode in quant.QUANTIZED_MODES:
+            for name in ("video_high", "video_low", "audio", "bridge"):
+                if getattr(gen, name) is not None:
+                    quant.quantize_module(getattr(gen, name), mode)
+        return gen
+
+
+def eval_prompts(n: int) -> list[EvalPrompt]:
+    """The first n fixed prompts (cycled with shifted seeds beyond the 16 of EVAL_PROMPTS)."""
+    base = list(EVAL_PROMPTS)
+    return [base[i % len(base)] if i < len(base) else
+            EvalPrompt(base[i % len(base)].prompt, base[i % len(base)].seed + 7919 * (i // len(base)),
+                       base[i % len(base)].colour, base[i % len(base)].shape, base[i % len(base)].sound)
+            for i in range(n)]
+
+
+@torch.no_grad()
+def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, batch: int = 8):
+    """[(video [F,H,W,3] in 0..1, audio [N])] for each prompt, its seed's noise, white first frame."""
+    w = h = scenes.WIDTH
+    frames, fps = scenes.FRAMES, scenes.FPS
+    y = first_frame_y(toy.video_vae, w, h, frames)
+    vshape, ashape = latent_shapes(gen.config, w, h, frames, fps)
+    settings = sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=fps)
+    keep = int(toy.audio_vae.sample_rate * frames / fps)
+    out = []
+    for k in range(0, len(prompts), batch):
+        chunk = prompts[k:k + batch]
+        noise = [sampler_mod.make_noise(p.seed, vshape, ashape) for p in chunk]
+        pos = toy.text.encode([p.prompt for p in chunk])
+        neg = toy.negative.expand(len(chunk), -1, -1)
+        video, audio = sampler_mod.sample(gen, torch.cat([n[0] for n in noise]), torch.cat([n[1] for n in noise]),
+                                          pos, neg, y.expand(len(chunk), -1, -1, -1, -1), settings,
+                                          guidance=guidance_fn())
+        pixels = toy.video_vae.decode(video)                       # [B, 3, F, H, W] in [-1, 1]
+        wave = toy.audio_vae.decode(audio)[:, 0, :keep]
+        for i in range(len(chunk)):
+            out.append((((pixels[i].movedim(0, -1) + 1) / 2).clamp(0, 1).numpy(), wave[i].numpy()))
+    return out
+
+
+def score(clips, prompts) -> dict:
+    """Pooled sync figures and adherence over clips; per-clip details under `clips`."""
+    offsets, per_clip, matched, impacts = [], [], 0, 0
+    colour_ok = sound_ok = 0
+    for (video, audio), p in zip(clips, prompts):
+        r = detectors.evaluate_clip(video, audio, scenes.FPS, scenes.SAMPLE_RATE)
+        offsets += r.sync.offsets_ms
+        matched += len(r.sync.pairs)
+        impacts += len(r.video_impacts_s)
+        colour_ok += r.colour == p.colour
+        sound_ok += r.sound == p.sound
+        per_clip.append({"prompt": p.prompt, "seed": p.seed, "video_impacts_s": _r(r.video_impacts_s),
+                         "audio_onsets_s": _r(r.audio_onsets_s), "offsets_ms": _r(r.sync.offsets_ms, 1),
+                         "colour": r.colour, "sound": r.sound})
+    abs_off = np.abs(offsets)
+    n = len(prompts)
+    return {
+        "sync": {"median_abs_offset_ms": _num(np.median(abs_off)) if offsets else None,
+                 "mean_abs_offset_ms": _num(abs_off.mean()) if offsets else None,
+                 "within_40ms": _num((abs_off <= SYNC_GOAL_MS).sum() / impacts) if impacts else None,
+                 "matched_pairs": matched, "video_impacts": impacts,
+                 "audio_onsets": sum(len(c["audio_onsets_s"]) for c in per_clip)},
+        "adherence": {"colour": colour_ok / n, "sound": sound_ok / n},
+        "clips": per_clip,
+    }
+
+
+def _r(xs, nd=3):
+    return [round(float(x), nd) for x in xs]
+
+
+def _num(x):
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), 2)
+
+
+def references(toy: Toy, prompts) -> dict:
+    """Detectors on the rendered eval scenes, and on the same clips after the toy VAEs."""
+    clips = [scenes.render(scenes.scene_for_seed(p.seed, p.colour, p.shape, p.sound)) for p in prompts]
+    truth = [(c.video, c.audio) for c in clips]
+    rows = {"reference_ground_truth": score(truth, prompts)}
+    with torch.no_grad():
+        rt = []
+        for c in clips:
+            v = toy.video_vae.decode(toy.video_vae.encode(video_tensor(c)[None]))[0]
+            a = toy.audio_vae.decode(toy.audio_vae.encode(torch.from_numpy(c.audio)[None, None]))[0, 0, :len(c.audio)]
+            rt.append((((v.movedim(0, -1) + 1) / 2).clamp(0, 1).numpy(), a.numpy()))
+    rows["reference_vae_roundtrip"] = score(rt, prompts)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, required=True, help="where to write the results")
+    parser.add_argument("--model", type=Path, default=MODEL_DIR, help="MOVA folder (default: embedded toy)")
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12, help="sampling steps (the demo workflow uses 12)")
+    parser.add_argument("--cfg", type=float, default=5.0, help="text CFG scale (video and audio)")
+    parser.add_argument("--sweep", default="0,1,2,3", help="bridge guidance scales ('' to skip)")
+    parser.add_argument("--quant", default="bf16,fp8_e4m3fn,nf4,int8", help="quantization modes ('' to skip)")
+    parser.add_argument("--fast", action="store_true", help="only bridge_on / bridge_off (no sweep, quant, references)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.clips < 1 or args.steps < 1:
+        parser.error("--clips and --steps must be at least 1")
+    t0 = time.monotonic()
+    toy, prompts = Toy(args.model), eval_prompts(args.clips)
+    rows = {}
+
+    def run(label, mode="fp32", guidance_fn=lambda: None, **extra):
+        t = time.monotonic()
+        try:
+            clips = generate(toy, toy.generator(mode), prompts, args.steps, args.cfg, guidance_fn)
+            rows[label] = {**extra, **score(clips, prompts)}
+        except (ImportError, RuntimeError, NotImplementedError) as exc:   # e.g. a quantization backend missing
+            rows[label] = {**extra, "error": f"{type(exc).__name__}: {exc}"}
+        rows[label]["seconds"] = round(time.monotonic() - t, 1)
+        s = rows[label].get("sync", {})
+        print(f"{label:28s} sync {s.get('median_abs_offset_ms')} ms  adherence {rows[label].get('adherence')}  "
+              f"({rows[label]['seconds']} s)", flush=True)
+
+    run("bridge_on", bridge="on")
+    run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off")
+    if not args.fast:
+        for s in [float(x) for x in args.sweep.split(",") if x.strip()]:
+            gs = GuidanceSettings(video_text_scale=args.cfg, audio_text_scale=args.cfg, a2v_scale=s, v2a_scale=s)
+            run(f"guidance_bridge_{s:g}", guidance_fn=lambda gs=gs: DualGuidance(gs), bridge_scale=s)
+        for mode in [m.strip() for m in args.quant.split(",") if m.strip()]:
+            run(f"quant_{mode}", mode=mode, quantization=mode)
+        rows.update(references(toy, prompts))
+    on, off = rows["bridge_on"].get("sync", {}), rows["bridge_off"].get("sync", {})
+    on_ms, off_ms = on.get("median_abs_offset_ms"), off.get("median_abs_offset_ms")
+    result = {
+        "model": str(args.model), "clips": args.clips, "steps": args.steps, "text_cfg": args.cfg,
+        "sync": {"median_abs_offset_ms": {"bridge_on": on_ms, "bridge_off": off_ms},
+                 "bridge_gain": round(off_ms / on_ms, 2) if on_ms and off_ms else None,
+                 "goal_ms": SYNC_GOAL_MS},
+        "adherence": rows["bridge_on"].get("adherence"),
+        "rows": rows,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json} in {result['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The stages of scripts/train_toy.py; each reads the previous stage's files from `work` and skips when
+its own output exists (delete it to redo a stage)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ...models import text_encoder as te
+from ...models.audio_vae import AudioVAE, audio_vae_from_state_dict
+from ...models.video_vae import video_vae_from_state_dict
+from ...models.video_vae_keys import to_diffusers
+from .. import captions
+from . import configs
+from .common import render_pool
+
+DEFAULTS = {"video_vae_steps": 500, "audio_vae_steps": 400, "clips": 256, "dit_steps": 1500, "batch": 16}
+
+
+@dataclass(frozen=True)
+class Options:
+    work: Path
+    out: Path
+    seed: int = configs.SEED
+    video_vae_steps: int = DEFAULTS["video_vae_steps"]
+    audio_vae_steps: int = DEFAULTS["audio_vae_steps"]
+    clips: int = DEFAULTS["clips"]
+    dit_steps: int = DEFAULTS["dit_steps"]
+    batch: int = DEFAULTS["batch"]
+
+
+# ------------------------------------------------------------------------------------------------ text
+def text_dir(o: Options) -> Path:
+    return o.work / "text"
+
+
+def stage_text(o: Options) -> None:
+    """Sentencepiece on the toy captions + the default negative prompt; umT5 frozen at a seeded init."""
+    out = text_dir(o)
+    if (out / "text_encoder" / "config.json").is_file():
+        return
+    from transformers import UMT5EncoderModel
+
+    sentences = captions.all_captions() + [configs.NEGATIVE_PROMPT]
+    spm = te.train_sentencepiece(o.work / "spm" / "spiece", vocab_size=configs.TEXT_ENCODER.vocab_size,
+                                 sentences=sentences)
+    te.save_tokenizer_folder(spm, out / "tokenizer")
+    import sentencepiece
+
+    vocab = sentencepiece.SentencePieceProcessor(model_file=str(spm)).get_piece_size()
+    cfg = dataclasses.replace(configs.TEXT_ENCODER, vocab_size=vocab)
+    torch.manual_seed(o.seed + 7)
+    UMT5EncoderModel(te.umt5_config(cfg)).eval().save_pretrained(str(out / "text_encoder"), safe_serialization=True)
+
+
+def load_text(o: Options):
+    return te.load_text_encoder(text_dir(o), dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------ VAEs
+def stage_video_vae(o: Options) -> None:
+    from .vae import train_video_vae
+
+    final = o.work / "video_vae.safetensors"
+    if final.is_file():
+        return
+    vae = train_video_vae(configs.VIDEO_VAE, o.work, o.video_vae_steps, o.seed)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+
+
+def stage_audio_vae(o: Options) -> None:
+    from .vae import standardise_audio_latent, train_audio_vae
+
+    final = o.work / "audio_vae.safetensors"
+    if final.is_file():
+        return
+    vae = train_audio_vae(configs.AUDIO_VAE, o.work, o.audio_vae_steps, o.seed)
+    mean, std = standardise_audio_latent(vae, render_pool(o.seed + 60_000, 24))
+    (o.work / "audio_latent_stats.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+
+
+def video_vae_config(o: Options):
+    """The toy video VAE config with the latent statistics measured once on held-out clips."""
+    stats = o.work / "video_latent_stats.json"
+    if not stats.is_file():
+        from .vae import video_latent_stats
+
+        vae = video_vae_from_state_dict(load_file(str(o.work / "video_vae.safetensors")), configs.VIDEO_VAE)
+        vae.latents_mean.zero_()
+        vae.latents_std.fill_(1.0)
+        mean, std = video_latent_stats(vae, render_pool(o.seed + 70_000, 12))
+        stats.write_text(json.dumps({"mean": mean, "std": std}))
+    s = json.loads(stats.read_text())
+    return configs.with_latent_stats(configs.VIDEO_VAE, s["mean"], s["std"])
+
+
+def load_video_vae(o: Options):
+    return video_vae_from_state_dict(load_file(str(o.work / "video_vae.safetensors")), video_vae_config(o))
+
+
+def load_audio_vae(o: Options) -> AudioVAE:
+    return audio_vae_from_state_dict(load_file(str(o.work / "audio_vae.safetensors")), configs.AUDIO_VAE)
+
+
+# ------------------------------------------------------------------------------------------------ DiT
+def stage_encode(o: Options) -> None:
+    from .dit import encode_dataset
+
+    if (o.work / "latents.pt").is_file():
+        return
+    encode_dataset(o, load_video_vae(o), load_audio_vae(o), load_text(o))
+
+
+def stage_dit(o: Options) -> None:
+    from .dit import train_dit
+
+    if (o.work / "generator.safetensors").is_file():
+        return
+    gen = train_dit(o, configs.mova_config(video_vae_config(o)))
+    save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(o.work / "generator.safetensors"))
+
+
+# ------------------------------------------------------------------------------------------------ export
+def _save_component(folder: Path, state: dict, cfg: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def stage_export(o: Options) -> None:
+    """Write the MOVA folder: model_index.json, scheduler/, tokenizer/, text_encoder/, video_dit/,
+    video_dit_2/, audio_dit/, dual_tower_bridge/, audio_vae/, video_vae/."""
+    from ...models.generator import build_generator, save_generator
+
+    vcfg = video_vae_config(o)
+    text_cfg = te.load_text_encoder(text_dir(o), dtype=torch.float32).model.config
+    cfg = configs.mova_config(vcfg, dataclasses.replace(configs.TEXT_ENCODER, vocab_size=text_cfg.vocab_size))
+    gen = build_generator(cfg, dtype=torch.float32, seed=0)
+    gen.load_state_dict(load_file(str(o.work / "generator.safetensors")))
+    tmp = o.out.with_name(o.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_generator(gen, tmp)
+    _save_component(tmp / "video_vae", to_diffusers(load_video_vae(o).state_dict(), vcfg), vcfg.to_dict())
+    _save_component(tmp / "audio_vae", load_audio_vae(o).state_dict(), configs.AUDIO_VAE.to_dict())
+    for name in ("text_encoder", "tokenizer"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
+        shutil.copytree(text_dir(o) / name, tmp / name)
+    (tmp / "TOY_MODEL").write_text("trained by scripts/train_toy.py; see docs/toy-model.md\n")
+    shutil.rmtree(o.out, ignore_errors=True)
+    tmp.rename(o.out)

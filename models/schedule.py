@@ -55,6 +55,12 @@ def timestep_to_sigma(t, table_timesteps: torch.Tensor, table_sigmas: torch.Tens
     return table_sigmas[idx]
 
 
+def mova_sigmas(steps: int, shift: float = 5.0, config: SchedulerConfig = RELEASED_SCHEDULER) -> torch.Tensor:
+    """The N inference sigmas of the official schedule (timesteps = 1000 * sigmas)."""
+    _check_steps(steps)
+    return shifted_sigmas(steps, float(shift), config.sigma_min, config.sigma_max, config.extra_one_step)
+
+
 def mova_schedule(steps: int, shift: float = None, config: SchedulerConfig = RELEASED_SCHEDULER) -> Schedule:
     _check_steps(steps)
     shift = config.shift if shift is None else float(shift)

@@ -7,7 +7,7 @@ import torch
 import conftest  # noqa: F401
 from mova_pack.models.errors import InputError
 from mova_pack.models.schedule import (diffsynth_schedule, euler_step, high_noise_steps, make_schedule,
-                                       mova_schedule)
+                                       mova_schedule, mova_sigmas)
 
 STEPS = [10, 25, 30, 50]
 
@@ -49,7 +49,7 @@ def test_diffsynth_schedule_equals_diffsynth(n):
 def test_mova_schedule_equals_spec_formulas(n):
     sched = mova_schedule(n)
     t, frm = _spec_schedule(n)
-    assert len(sched) == n
+    assert len(sched) == n and torch.equal(mova_sigmas(n) * 1000, sched.timesteps)
     assert _rel(sched.timesteps, t) <= 1e-5
     assert _rel(sched.sigma_from, frm) <= 1e-5
     assert sched.sigma_to[-1] == 0 and torch.equal(sched.sigma_to[:-1], sched.sigma_from[1:])

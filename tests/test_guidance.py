@@ -235,3 +235,18 @@ def test_batching_falls_back_when_context_lengths_differ():
     assert len(fake.calls) == 2 and len(outs) == 2
     v, _ = g.combine(0, outs)
     assert v.flatten()[0].item() == pytest.approx(_F(NEG, 1, 1)[0] + 5.0 * (_F(POS, 1, 1)[0] - _F(NEG, 1, 1)[0]))
+
+
+def test_text_scale_one_formulas():
+    # independent, s_T = 1: the negative pass drops out, v = C + s_B (C - N)
+    v, a, calls, _ = _step(GuidanceSettings(form="independent", video_text_scale=1.0, audio_text_scale=1.0,
+                                            a2v_scale=2.0, v2a_scale=0.5), audio_negative=False)
+    C, N = _F(POS, 1, 1), _F(POS, 0, 0)
+    assert v == pytest.approx(C[0] + 2.0 * (C[0] - N[0])) and a == pytest.approx(C[1] + 0.5 * (C[1] - N[1]))
+    assert len(calls) == 2
+    # nested, s_T = 1: B stays (v = A + s_B (B - A) + (C - B))
+    v, a, calls, _ = _step(GuidanceSettings(video_text_scale=1.0, audio_text_scale=1.0, a2v_scale=3.0,
+                                            v2a_scale=3.0), audio_negative=False)
+    A, B = _F(NEG, 0, 0), _F(NEG, 1, 1)
+    assert v == pytest.approx(A[0] + 3.0 * (B[0] - A[0]) + (C[0] - B[0]))
+    assert len(calls) == 3

@@ -16,7 +16,7 @@ Definitions (spec §4.3), per modality m (video, audio) with text scale s_T(m) a
     C  = F(text=positive, bridge on)        B = F(text=negative, bridge on)   (= v_negtext)
     A  = F(text=negative, bridge off)       N = F(text=positive, bridge off)  (= v_bridge_off)
     "nested" (InstructPix2Pix, default):  v = A + s_B·(B − A) + s_T·(C − B)
-    "independent":                        v = B + s_T·(C − B) + s_B·(C − N)
+    "independent":                        v = B + s_T·(C − B) + s_B·(C − N)   (s_T = 1: C + s_B·(C − N))
   The bridge scale of the VIDEO is `a2v_scale` (guidance along the audio->video conditioning), that of
   the AUDIO is `v2a_scale`. "Bridge off" = joint_forward with a2v_scale = v2a_scale = 0 (bridge_off
   "both": one pass serves both modalities) or only the modality's own direction set to 0 ("separate":

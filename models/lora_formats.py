@@ -5,6 +5,7 @@ API
     is_lora_folder(path) -> bool                 a folder read_lora reads as one LoRA (for file lists)
     parse_lora(tensors, name, metadata=None, component=None, source_format=None) -> LoraFile
                                                  an in-memory state dict
+    LoraFile.summary() -> str                    "x: MOVA accelerate, lora, rank 16; 400 video high-noise, ..."
     LoraFile.adapters: {(scope, name): Adapter}  scope = "video_high" | "video_low" | "audio" | "bridge"
                                                  or "tower" (no component prefix: a video-expert LoRA or
                                                  a prefix-less DiffSynth file; resolved in models/lora.py)
@@ -134,6 +135,15 @@ class LoraFile:
         for scope, _ in self.adapters:
             out[scope] = out.get(scope, 0) + 1
         return out
+
+    def summary(self) -> str:
+        """One line for the node: format, kinds, ranks, modules per component."""
+        kinds = sorted({a.kind for a in self.adapters.values()})
+        ranks = sorted({a.rank for a in self.adapters.values() if a.rank})
+        where = ", ".join(f"{n} {COMPONENT_LABELS.get(s, 'video (expert chosen on apply)')}"
+                          for s, n in self.scopes().items())
+        rank = f", rank {ranks[0]}" if len(ranks) == 1 else (f", ranks {ranks[0]}-{ranks[-1]}" if ranks else "")
+        return f"{self.name}: {self.source_format}, {'/'.join(kinds) or 'no adapters'}{rank}; {where or 'nothing'}"
 
 
 # ----------------------------------------------------------------------------------------------- reading

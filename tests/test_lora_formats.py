@@ -39,6 +39,8 @@ def test_mova_accelerate_folder_alpha_is_rank(tmp_path):
     assert "applied 3 of 3 keys to video low-noise, 0 unmatched" in text
     assert "applied 2 of 2 keys to audio tower" in text and "applied 3 of 3 keys to bridge" in text
     assert "lora_config.pt says rank 16, alpha 16.0 (not used)" in text
+    assert lora.summary() == ("acc: MOVA accelerate, lora, rank 4; 5 video high-noise, 3 video low-noise, "
+                              "2 audio tower, 3 bridge")
     remove_loras(comps)
     assert all(torch.equal(g, w) for g, w in zip(run(comps), base))
 

@@ -123,16 +123,30 @@ def test_latent_node_snaps_sizes_and_shows_seconds(canvas):
     canvas.screenshot("latent-node")
 
 
-def test_toy_workflow_runs_and_plays_with_sound(canvas, server):
+@pytest.fixture(scope="module")
+def toy_run(server, browser_context):
+    """Queue the toy text→video+audio workflow from the page once; what the page saw afterwards."""
+    from browser_env import Canvas
+    page = browser_context.new_page()
+    canvas = Canvas(page, server).open()
     workflow = load_workflow(T2VA)
     latent = next(n for n in workflow["nodes"] if n["type"] == "MOVALatent")
-    frames, fps = latent["widgets_values"][2], latent["widgets_values"][3]
     canvas.load(workflow)
-    canvas.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    with canvas.page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST") as sent:
+        canvas.page.evaluate("""async () => {
+            const api = window.comfyAPI.api.api;
+            window.__mova = { errors: [], previews: 0 };
+            api.addEventListener("execution_error", (e) => window.__mova.errors.push(e.detail));
+            api.addEventListener("b_preview_with_metadata", () => window.__mova.previews++);
+            await window.app.queuePrompt(0, 1); }""")
+    assert sent.value.status == 200, f"the server refused the toy workflow: {sent.value.text()[:3000]}"
     # The core SaveVideo preview puts a <video> (controls, not muted) on the node when the run ends.
     canvas.page.wait_for_function(
-        "() => [...document.querySelectorAll('video')].some(v => /\\/view\\?.*\\.mp4/.test(decodeURIComponent(v.src)))",
+        """() => window.__mova.errors.length ||
+                 [...document.querySelectorAll('video')].some(v => /\\/view\\?.*\\.mp4/.test(decodeURIComponent(v.src)))""",
         timeout=900_000, polling=1000)
+    errors = canvas.page.evaluate("() => window.__mova.errors")
+    assert not errors, f"the toy workflow failed: {json.dumps(errors)[:3000]}"
     media = canvas.page.evaluate("""async () => {
         const v = [...document.querySelectorAll('video')].find(v => /\\/view\\?.*\\.mp4/.test(decodeURIComponent(v.src)));
         if (v.readyState < 1) await new Promise(r => { v.onloadedmetadata = r; setTimeout(r, 10000); });
@@ -142,19 +156,33 @@ def test_toy_workflow_runs_and_plays_with_sound(canvas, server):
                  audioBytes: v.webkitAudioDecodedByteCount, videoBytes: v.webkitVideoDecodedByteCount,
                  error: v.error && v.error.code }; }""")
     canvas.screenshot("toy-result-video")
-    print(f"\n<video> on canvas: {media}")
+    result = {"media": media, "frames": latent["widgets_values"][2], "fps": latent["widgets_values"][3],
+              "previews": canvas.page.evaluate("() => window.__mova.previews"),
+              "errors": canvas.unexpected_errors()}
+    print(f"\n<video> on canvas: {media}; sampling previews received: {result['previews']}")
+    page.close()
+    return result
+
+
+def test_toy_workflow_runs_and_plays_with_sound(toy_run, server):
+    media, frames, fps = toy_run["media"], toy_run["frames"], toy_run["fps"]
     assert media["error"] is None
     assert media["duration"] == pytest.approx(frames / fps, abs=0.15)
     assert media["time"] > 0 and media["controls"] and not media["muted"]
     assert media["audioBytes"] > 0, "the video on the canvas has no decodable audio track"
+    assert not toy_run["errors"]
 
-    # Cross-check the file itself: an audio stream as long as the video.
+    # Cross-check the file itself: an AAC stream lasting about as long as the video.
     import av
-    query = urllib.parse.urlsplit(media["src"]).query
-    data = server.view(**{k if k != "type" else "type_": v[0] for k, v in urllib.parse.parse_qs(query).items()
-                          if k in ("filename", "subfolder", "type")})
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(media["src"]).query)
+    data = server.view(query["filename"][0], query.get("subfolder", [""])[0], query["type"][0])
     with av.open(io.BytesIO(data)) as container:
         audio = container.streams.audio[0]
         seconds = float(audio.duration * audio.time_base) if audio.duration else float(container.duration / 1e6)
         assert audio.codec_context.name == "aac" and seconds > 0.5 * frames / fps
-    assert not canvas.unexpected_errors()
+
+
+@pytest.mark.xfail(strict=False, reason="nodes/sampling.py does not send previews yet (docs/web-integration.md §4)")
+def test_sampling_previews_reach_the_page(toy_run):
+    # 12 steps in the toy workflow: one preview image per step is expected.
+    assert toy_run["previews"] >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
+from ..models import preview
 from . import backend
 from .types import CATEGORY, MovaConditioning, MovaGuidance, MovaLatent, MovaModel, check_inputs
 
@@ -62,7 +63,9 @@ class MovaSampler(io.ComfyNode):
         bar = comfy.utils.ProgressBar(steps, node_id=node_id)
 
         def on_step(info):
-            bar.update_absolute(info.index + 1, info.total)
+            # A small picture per step (latent frames over the audio latent), shown on the node.
+            image = preview.sampling_preview(info.video_latent, info.audio_latent, max_frames=4)
+            bar.update_absolute(info.index + 1, info.total, preview=("JPEG", image, 512))
             _progress_text(backend.step_text(info), node_id)
 
         settings = backend.sampler_settings(steps=steps, shift=shift, boundary=boundary, seed=seed,

@@ -114,7 +114,7 @@ class InProcessComfy:
         def progress_hook(value, total, preview, prompt_id=None, node_id=None):
             # like main.py's hook: an interrupt raises at the next progress update
             comfy.model_management.throw_exception_if_processing_interrupted()
-            self.stub.send_sync("progress", {"value": value, "max": total, "node": node_id})
+            self.stub.send_sync("progress", {"value": value, "max": total, "node": node_id, "preview": preview})
             if self.interrupt_at_progress == (node_id, value):
                 nodes.interrupt_processing(True)
         comfy.utils.set_progress_bar_global_hook(progress_hook)

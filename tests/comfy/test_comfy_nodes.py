@@ -132,6 +132,7 @@ def test_progress_reports_every_step_and_interrupt_stops_between_steps(ready):
     assert result.success, result.execution_error()
     progress = [d for e, d in ready.stub.messages if e == "progress" and d["node"] == sampler_id]
     assert [p["value"] for p in progress] == [1, 2, 3, 4]
+    assert all(p["preview"] is not None and p["preview"][0] == "JPEG" for p in progress)
     assert all(p["max"] == 4 for p in progress)
     texts = [t for n, t in ready.stub.progress_text if n == sampler_id]
     assert texts and texts[0].startswith("step 1/4") and "expert" in texts[0]

@@ -182,7 +182,6 @@ def test_toy_workflow_runs_and_plays_with_sound(toy_run, server):
         assert audio.codec_context.name == "aac" and seconds > 0.5 * frames / fps
 
 
-@pytest.mark.xfail(strict=False, reason="nodes/sampling.py does not send previews yet (docs/web-integration.md §4)")
 def test_sampling_previews_reach_the_page(toy_run):
-    # 12 steps in the toy workflow: one preview image per step is expected.
-    assert toy_run["previews"] >= 1
+    # The sampler sends one preview (latent frames + audio band) per step; the toy workflow has 12 steps.
+    assert toy_run["previews"] >= 12

@@ -23,6 +23,8 @@ from .device import module_bytes
 
 log = logging.getLogger("mova")
 STORAGES = ("cpu_pinned", "disk")
+_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float8_e4m3fn: "F8_E4M3",
+                torch.int8: "I8", torch.uint8: "U8", torch.int64: "I64", torch.float64: "F64"}
 
 
 @dataclass(frozen=True)
@@ -88,16 +90,16 @@ def _slots(module: nn.Module, skip_children=()) -> list[tuple[str, _Slot]]:
 
 
 class _Files:
-    """Lazily opened safetensors files of one component (key -> handle)."""
+    """The opened (mmap'd) safetensors files of one component: module key -> (handle, file key)."""
 
     def __init__(self, paths):
-        self.index: dict[str, object] = {}
-        self.handles = []
-        for p in paths or ():
-            h = safe_open(str(p), framework="pt")
-            self.handles.append(h)
+        from ..models.checkpoint import strip_prefix
+        self.index: dict[str, tuple] = {}
+        handles = [safe_open(str(p), framework="pt") for p in paths or ()]
+        prefix = strip_prefix([k for h in handles for k in h.keys()])
+        for h in handles:
             for k in h.keys():
-                self.index[k] = h
+                self.index[k[len(prefix):]] = (h, k)
 
 
 class OffloadEngine:
@@ -143,19 +145,23 @@ class OffloadEngine:
     # ---- set-up -------------------------------------------------------------------------------
     def _group(self, component: str, prefix: str, module: nn.Module, skip=()) -> _Group:
         files = self._files[component]
-        slots = []
+        slots, mismatched = [], []
         for rel, slot in _slots(module, skip):
             key = f"{prefix}.{rel}" if prefix else rel
             cur = slot.tensor
             persistent = slot.is_param or slot.name not in slot.module._non_persistent_buffers_set
-            handle = files.index.get(key) if self.settings.storage == "disk" and persistent else None
-            if handle is not None:
-                shape = tuple(handle.get_slice(key).get_shape())
+            entry = files.index.get(key) if self.settings.storage == "disk" and persistent else None
+            if entry is not None:
+                handle, file_key = entry
+                shape = tuple(handle.get_slice(file_key).get_shape())
                 if shape != tuple(cur.shape):
                     raise CheckpointError(f"{component}: {key} has shape {shape} in the file but "
                                           f"{tuple(cur.shape)} in the model; the file is for another model "
                                           "or quantization. Use the file the model was loaded from.")
-                slot.file, slot.key = handle, key
+                slot.file, slot.key = handle, file_key
+                stored = handle.get_slice(file_key).get_dtype()
+                if _DTYPE_NAMES.get(cur.dtype) != stored:
+                    mismatched.append(f"{key} ({stored} -> {cur.dtype})")
             elif cur.is_meta:
                 raise CheckpointError(f"{component}: {key} is neither loaded nor in the streamed files; "
                                       "pass the component's safetensors files to the offload engine.")
@@ -166,6 +172,10 @@ class OffloadEngine:
             slot.nbytes = cur.numel() * cur.element_size()
             slot.put(slot.placeholder)
             slots.append(slot)
+        if mismatched:  # legal (cast on every load) but costs a private copy per tensor
+            log.warning("mova offload: %s streams %d tensor(s) of another dtype, cast on each load, e.g. %s; "
+                        "build the module in the file's dtype to stream zero-copy", component, len(mismatched),
+                        mismatched[0])
         group = _Group(f"{component}.{prefix}" if prefix else component, slots)
         group.loaded = False
         return group

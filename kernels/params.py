@@ -51,7 +51,7 @@ def _weight_bytes(out: int, inp: int, mode: str, db: int, fp8_scale: str) -> int
     if mode == "nf4":
         if n % NF4_BLOCK:
             return n * db  # kept in high precision (see quantize_module)
-        return n // 2 + 4 * (n // NF4_BLOCK)
+        return n // 2 + 2 * (n // NF4_BLOCK)  # packed nibbles + fp16 block absmax
     raise ValueError(f"unknown quantization mode {mode!r}")
 
 

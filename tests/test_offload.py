@@ -213,3 +213,36 @@ def test_disk_streaming_keeps_host_ram_near_one_unit():
     # repeated runs do not grow host RAM
     assert max(streamed["after"][1:]) - streamed["after"][1] < 1e6
     assert max(resident["after"][1:]) - resident["after"][1] < 1e6
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp8_e4m3fn", "nf4"])
+@pytest.mark.parametrize("storage", [None, "cpu_pinned", "disk"])
+@pytest.mark.parametrize("prequantized", [False, True])
+def test_place_towers_from_files(mode, storage, prequantized, tmp_path):
+    """The loader path: meta modules + files -> quantized (on load or from a pre-quantized file) and
+    placed; outputs equal quantize_module on an in-memory copy, bit for bit."""
+    from mova_pack.kernels.placement import place_towers
+    if prequantized and mode == "bf16":
+        pytest.skip("nothing to pre-quantize")
+    ref = [m.bfloat16() for m in _build()]
+    ref[2].rotary.rebuild_buffers()
+    files = _save(ref, tmp_path)
+    if prequantized:
+        for name in NAMES:
+            dest = tmp_path / f"{name}.q.safetensors"
+            quantize_file(files[name], dest, QuantSettings(mode=mode), name)
+            files[name] = [dest]
+    for m in ref:
+        quantize_module(m, mode)
+    x = {k: (v.bfloat16() if torch.is_tensor(v) else v) for k, v in _inputs().items()}
+    with torch.no_grad():
+        expected = joint_forward(*ref, **x)
+    towers = dict(zip(NAMES, _build(meta=True)))
+    offload = None if storage is None else OffloadSettings(storage=storage)
+    engine = place_towers(towers, files, torch.bfloat16, QuantSettings(mode=mode), offload, "cpu", tmp_path / "cache")
+    with torch.no_grad():
+        out = joint_forward(*towers.values(), **x)
+    assert all(torch.equal(a, b) for a, b in zip(out, expected))
+    assert (engine is None) == (storage is None)
+    if storage == "disk" and mode != "bf16" and not prequantized:
+        assert (tmp_path / "cache" / f"video_dit.{mode}.tensor.safetensors").is_file()

@@ -1,0 +1,266 @@
+"""Benchmark of the kernels/ engines on a mid-size MOVA config (CPU is fine; ~5-10 min on 2 cores).
+
+    python scripts/bench.py --json bench.json [--rounds 5] [--threads 2]
+
+Writes speed vs the reference implementation (diffsynth), host RAM while streaming from disk,
+weight bytes and error per quantization mode, and the planner's figures for the real 360p model.
+See docs/benchmarks.md for the recorded figures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _pack  # noqa: F401  (registers mova_pack)
+import torch
+from safetensors.torch import save_file
+
+from mova_pack.kernels.device import module_bytes
+from mova_pack.kernels.offload import OffloadSettings
+from mova_pack.kernels.params import bridge_part, dit_part
+from mova_pack.kernels.planner import plan_memory
+from mova_pack.kernels.quant import quantize_module
+from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.config import PRESETS
+from mova_pack.models.dit import AudioDiT, VideoDiT
+from mova_pack.models.joint import joint_forward
+
+NAMES = ("video_dit", "audio_dit", "dual_tower_bridge")
+
+
+def mid_config():
+    """~375M parameters: released head_dim 128, text_dim 4096, freq_dim 256 and ffn/dim ratio, narrower
+    and shallower; deep enough that stems (never quantized) are ~3% of the weights (real model: 1.5%)."""
+    r = PRESETS["mova-360p"]
+    video = dataclasses.replace(r.video_dit, dim=768, ffn_dim=2048, num_heads=6, num_layers=32)
+    audio = dataclasses.replace(r.audio_dit, dim=512, ffn_dim=1536, num_heads=4, num_layers=16)
+    bridge = dataclasses.replace(r.bridge, visual_layers=32, audio_layers=16, visual_hidden_dim=768,
+                                 audio_hidden_dim=512)
+    return dataclasses.replace(r, video_dit=video, audio_dit=audio, bridge=bridge)
+
+
+def build(cfg, seed=0):
+    """Seeded weights at a scale that keeps activations O(1) (default init would be as good)."""
+    torch.manual_seed(seed)
+    towers = VideoDiT(cfg.video_dit), AudioDiT(cfg.audio_dit), DualTowerBridge(cfg.bridge)
+    with torch.no_grad():
+        for t in towers:
+            for name, p in t.named_parameters():
+                if name.endswith("modulation"):
+                    p.normal_(0, 0.3)
+    return [t.eval().requires_grad_(False) for t in towers]
+
+
+def inputs(cfg, seed=1):
+    """3 latent frames of 16x20 (240 video tokens), 20 audio tokens, a 512-token context."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(video_latents=torch.randn(1, 16, 3, 16, 20, generator=g),
+                audio_latents=torch.randn(1, cfg.audio_dit.in_dim, 20, generator=g),
+                timestep=torch.tensor([700.0]), context=torch.randn(1, 512, cfg.video_dit.text_dim, generator=g),
+                y=torch.randn(1, 20, 3, 16, 20, generator=g))
+
+
+def forward(towers, x):
+    with torch.no_grad():
+        return joint_forward(*towers, **x)
+
+
+def rel_err(out, ref) -> float:
+    """max over (video, audio) of ||out - ref|| / ||ref|| (relative Frobenius error)."""
+    return max(((o.double() - r.double()).norm() / r.double().norm()).item() for o, r in zip(out, ref))
+
+
+# ---- speed vs reference ----------------------------------------------------------------------
+def reference_towers(towers):
+    from diffsynth.models import mova_dual_tower_bridge as mb
+    from diffsynth.models.mova_audio_dit import MovaAudioDit
+    from diffsynth.models.wan_video_dit import WanModel
+    fn = mb.apply_rotary_pos_emb  # diffsynth wraps it in torch.compile; compare eager with eager
+    mb.apply_rotary_pos_emb = getattr(fn, "_torchdynamo_orig_callable", fn)
+
+    def kw(c):
+        return dict(dim=c.dim, in_dim=c.in_dim, ffn_dim=c.ffn_dim, out_dim=c.out_dim, text_dim=c.text_dim,
+                    freq_dim=c.freq_dim, eps=c.eps, patch_size=tuple(c.patch_size), num_heads=c.num_heads,
+                    num_layers=c.num_layers, has_image_input=False)
+    v, a, b = towers
+    refs = (WanModel(**kw(v.cfg)), MovaAudioDit(**kw(a.cfg)), mb.DualTowerConditionalBridge(**dataclasses.asdict(b.cfg)))
+    for r, m in zip(refs, towers):
+        r.load_state_dict(m.state_dict(), strict=True)
+    dtype = v.dtype
+    return [r.to(dtype).eval().requires_grad_(False) for r in refs]
+
+
+def reference_forward(refs, x):
+    from diffsynth.pipelines.mova_audio_video import model_fn_mova_audio_video
+    dtype = refs[0].patch_embedding.weight.dtype
+    with torch.no_grad():
+        return model_fn_mova_audio_video(*refs, video_latents=x["video_latents"].to(dtype),
+                                         audio_latents=x["audio_latents"].to(dtype), timestep=x["timestep"].to(dtype),
+                                         context=x["context"].to(dtype), y=x["y"].to(dtype), frame_rate=24)
+
+
+def bench_speed(towers, x, rounds: int) -> dict:
+    """Interleaved rounds; the ratio uses process CPU time (all threads), which shared-machine load
+    distorts far less than wall time (both are recorded)."""
+    refs = reference_towers(towers)
+    forward(towers, x), reference_forward(refs, x)  # warm-up
+    wall = {"ours": [], "reference": []}
+    cpu = {"ours": [], "reference": []}
+    for _ in range(rounds):
+        for name, fn in (("ours", lambda: forward(towers, x)), ("reference", lambda: reference_forward(refs, x))):
+            w0, c0 = time.perf_counter(), time.process_time()
+            result = fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+            if name == "ours":
+                out = result
+            else:
+                ref = result
+    med = {k: {n: statistics.median(v[n]) for n in v} for k, v in (("cpu", cpu), ("wall", wall))}
+    return {"speed_ratio_vs_reference": med["cpu"]["ours"] / med["cpu"]["reference"],
+            "speed": {"cpu_s": cpu, "wall_s": wall, "median_cpu_s": med["cpu"], "median_wall_s": med["wall"],
+                      "wall_ratio": med["wall"]["ours"] / med["wall"]["reference"], "rounds": rounds,
+                      "dtype": str(towers[0].dtype).replace("torch.", ""),
+                      "max_rel_err_vs_reference": rel_err(out, ref)}}
+
+
+# ---- quantization -----------------------------------------------------------------------------
+def real_ratio(mode: str) -> float:
+    """Same ratio for the released model (both experts + audio + bridge) from the config arithmetic
+    that tests/test_planner.py checks byte-for-byte against quantized modules."""
+    r = PRESETS["mova-360p"]
+    parts = (dit_part(r.video_dit), dit_part(r.video_dit), dit_part(r.audio_dit), bridge_part(r.bridge))
+    return sum(p.bytes(mode) for p in parts) / sum(p.bytes("bf16") for p in parts)
+
+
+def bench_quant(cfg, x) -> dict:
+    fp32 = build(cfg)
+    ref = forward(fp32, x)
+    state = [t.state_dict() for t in fp32]
+    del fp32
+    result, base_bytes = {}, None
+    for mode in ("bf16", "fp8_e4m3fn", "nf4", "int8"):
+        towers = build(cfg)
+        for t, s in zip(towers, state):
+            t.load_state_dict(s)
+            t.to(torch.bfloat16)
+        towers[2].rotary.rebuild_buffers()
+        for t in towers:
+            quantize_module(t, mode)
+        nbytes = sum(module_bytes(t) for t in towers)
+        base_bytes = base_bytes or nbytes
+        t0 = time.perf_counter()
+        out = forward(towers, x)
+        key = {"fp8_e4m3fn": "fp8"}.get(mode, mode)
+        result[key] = {"weight_bytes": nbytes, "weight_bytes_ratio": nbytes / base_bytes,
+                       "rel_err": rel_err(out, ref), "forward_s": time.perf_counter() - t0,
+                       "weight_bytes_ratio_mova_360p": real_ratio(mode)}
+        del towers
+    return result
+
+
+# ---- streaming from disk (fresh process) ------------------------------------------------------
+STREAM_PROBE = r"""
+import json, sys, torch
+sys.path.insert(0, sys.argv[3]); import _pack
+from bench import mid_config, inputs, forward, NAMES
+from mova_pack.kernels.memstat import PeakSampler, private_rss, _status_kb
+from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
+from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.dit import AudioDiT, VideoDiT
+torch.set_num_threads(int(sys.argv[2]))
+folder = sys.argv[1]
+cfg = mid_config()
+x = inputs(cfg)
+with torch.device("meta"):
+    towers = [m.to(torch.bfloat16) for m in (VideoDiT(cfg.video_dit), AudioDiT(cfg.audio_dit),
+                                             DualTowerBridge(cfg.bridge))]  # the files' dtype: zero-copy
+base = private_rss()
+with PeakSampler() as peak:
+    engine = OffloadEngine(*towers, OffloadSettings(resident_units=0, storage="disk"), "cpu",
+                           {n: [f"{folder}/{n}.safetensors"] for n in NAMES})
+    out = forward(towers, x)
+torch.save({"video": out[0], "audio": out[1]}, f"{folder}/stream_out.pt")
+print(json.dumps({"peak_private": peak.peak - base, "rss_file_kb": _status_kb("RssFile"),
+                  "unit_bytes": engine.unit_bytes(0), "stem_bytes": sum(g.nbytes for g in engine.stems.values())}))
+"""
+
+
+def bench_stream(cfg, x, threads: int) -> dict:
+    towers = [t.to(torch.bfloat16) for t in build(cfg)]
+    towers[2].rotary.rebuild_buffers()
+    resident = forward(towers, x)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, t in zip(NAMES, towers):
+            save_file({k: v.contiguous() for k, v in t.state_dict().items()}, f"{folder}/{name}.safetensors")
+        weight_bytes = sum(os.path.getsize(f"{folder}/{n}.safetensors") for n in NAMES)
+        del towers
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # freed tensors return to the OS at once
+        here = str(Path(__file__).resolve().parent)
+        run = subprocess.run([sys.executable, "-c", STREAM_PROBE, folder, str(threads), here], env=env,
+                             capture_output=True, text=True, timeout=900)
+        if run.returncode:
+            raise RuntimeError(run.stderr)
+        probe = json.loads(run.stdout.strip().splitlines()[-1])
+        streamed = torch.load(f"{folder}/stream_out.pt", weights_only=True)
+    diff = max((streamed["video"] - resident[0]).abs().max().item(), (streamed["audio"] - resident[1]).abs().max().item())
+    return {"peak_private_rss_ratio": probe["peak_private"] / weight_bytes, "max_abs_diff": diff,
+            "peak_private_bytes": probe["peak_private"], "weight_bytes": weight_bytes,
+            "unit_bytes": probe["unit_bytes"], "stem_bytes": probe["stem_bytes"],
+            "file_backed_rss_bytes_at_end": probe["rss_file_kb"] * 1024,
+            "settings": "resident_units=0, storage=disk, bf16, cpu"}
+
+
+# ---- planner -----------------------------------------------------------------------------------
+def bench_planner() -> dict:
+    kw = dict(width=640, height=352, frames=193, fps=24.0)
+    cases = {"bf16_no_offload": dict(quant="bf16", offload=None),
+             "fp8_stream": dict(quant="fp8_e4m3fn", offload=OffloadSettings(storage="disk")),
+             "nf4_stream": dict(quant="nf4", offload=OffloadSettings(storage="disk"))}
+    return {name: plan_memory("mova-360p", **kw, **c).as_dict() for name, c in cases.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", required=True, help="where to write the results")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds per implementation (median)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="dtype of the speed comparison")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = mid_config()
+    x = inputs(cfg)
+    started = time.time()
+    out = {"config": {"video": dataclasses.asdict(cfg.video_dit), "audio": dataclasses.asdict(cfg.audio_dit),
+                      "params": dit_part(cfg.video_dit).params + dit_part(cfg.audio_dit).params
+                      + bridge_part(cfg.bridge).params},
+           "planner": {"mova_360p": bench_planner()}}
+    print("planner done", flush=True)
+    out["stream"] = bench_stream(cfg, x, args.threads)
+    print("stream done", flush=True)
+    out["quant"] = bench_quant(cfg, x)
+    print("quant done", flush=True)
+    towers = build(cfg)
+    if args.dtype == "bf16":
+        towers = [t.to(torch.bfloat16) for t in towers]
+        towers[2].rotary.rebuild_buffers()
+    out.update(bench_speed(towers, x, args.rounds))
+    out["seconds"] = time.time() - started
+    out["torch"] = torch.__version__
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: out[k] for k in ("speed_ratio_vs_reference",)}, indent=2))
+    print(json.dumps({"stream": {k: out["stream"][k] for k in ("peak_private_rss_ratio", "max_abs_diff")},
+                      "quant": {m: {k: round(v, 4) for k, v in d.items() if k != "weight_bytes"}
+                                for m, d in out["quant"].items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -70,6 +70,24 @@ def test_workflow_loads_without_missing_nodes_or_errors(canvas, path):
     assert not canvas.unexpected_errors(), f"console errors while loading {path.name}: {canvas.unexpected_errors()}"
 
 
+@pytest.mark.xfail(strict=False, reason="workflows/ layouts predate the estimate widget: nodes under the "
+                                      "model loader need ~60 px more room (reported to the workflows owner)")
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.stem)
+def test_workflow_nodes_do_not_overlap_once_widgets_grow(canvas, path):
+    canvas.load(json.loads(path.read_text()))
+    for loader in (n for n in canvas.nodes() if n["type"].startswith("MOVAModelLoader")):
+        wait_estimate(canvas, loader["id"])
+    overlaps = canvas.page.evaluate("""() => {
+        const boxes = window.app.graph._nodes.map(n => { const b = n.getBounding(); return [n.title, b]; });
+        const hits = [];
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+            const [ta, a] = boxes[i], [tb, b] = boxes[j];
+            if (a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]) hits.push([ta, tb]);
+        }
+        return hits; }""")
+    assert not overlaps, f"{path.name}: overlapping nodes {overlaps}"
+
+
 def _add_node(canvas, node_type: str, pos=(40, 700)) -> int:
     return canvas.page.evaluate("""([type, pos]) => {
         const node = window.LiteGraph.createNode(type); node.pos = pos;

@@ -12,24 +12,15 @@ import comfy.model_management
 
 from ..kernels import quant
 from ..models import audio_vae as audio_vae_mod
+from ..models import conditioning as cond_mod
 from ..models import generator as generator_mod
 from ..models import sampler as sampler_mod
+from ..models import text_encoder as text_mod
 from ..models import video_vae as video_vae_mod
 from ..models.errors import InputError
 from .types import AVLatent, Conditioning
 
 log = logging.getLogger("mova")
-
-def _cond():
-    from ..models import conditioning
-    return conditioning
-
-
-def _text():
-    from ..models import text_encoder
-    return text_encoder
-
-
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -116,7 +107,7 @@ def load_audio_vae(path: Path):
 
 
 def load_text_encoder(path: Path, dtype: str):
-    return _text().load_text_encoder(path, dtype=torch_dtype(dtype), device=device())
+    return text_mod.load_text_encoder(path, dtype=torch_dtype(dtype), device=device())
 
 
 # --------------------------------------------------------------------------------------- conditioning
@@ -127,11 +118,11 @@ def encode_text(text_encoder, text: str) -> Conditioning:
 def conditioning_from_comfy(conditioning) -> Conditioning:
     if not conditioning or not torch.is_tensor(conditioning[0][0]):
         raise InputError("expected ComfyUI CONDITIONING from CLIPTextEncode; got an empty or unknown value.")
-    return Conditioning(context=_text().pad_context(conditioning[0][0]))
+    return Conditioning(context=text_mod.pad_context(conditioning[0][0]))
 
 
 def check_geometry(width: int, height: int, frames: int, fps: float) -> None:
-    _cond().check_geometry(width, height, frames, fps)
+    cond_mod.check_geometry(width, height, frames, fps)
 
 
 def make_latent(video_vae, width, height, frames, fps, image=None) -> AVLatent:
@@ -139,7 +130,7 @@ def make_latent(video_vae, width, height, frames, fps, image=None) -> AVLatent:
     pixels = None
     if image is not None:  # ComfyUI IMAGE [B, H, W, 3] 0..1 -> [B, 3, H, W]; models/ resizes and normalises
         pixels = image[:1].movedim(-1, 1)
-    y = _cond().first_frame_y(video_vae, width, height, frames, image=pixels)
+    y = cond_mod.first_frame_y(video_vae, width, height, frames, image=pixels)
     return AVLatent(width=width, height=height, frames=frames, fps=fps, y=y, has_image=image is not None)
 
 
@@ -170,11 +161,17 @@ def step_text(info) -> str:
 def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, latent: AVLatent,
            settings, guidance=None, on_step=None, should_stop=None) -> AVLatent:
     from ..models.lora import LoraStack, apply_lora_stack
+    text_dim = handle.generator.config.video_dit.text_dim
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if cond.context.shape[-1] != text_dim:
+            raise InputError(f"the {name} prompt was encoded {cond.context.shape[-1]} wide but this MOVA model "
+                             f"expects {text_dim}: text encoder and model do not belong together. Use the text "
+                             "encoder of the same MOVA folder (umT5-xxl, 4096, for the released models).")
     # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).
     report = apply_lora_stack(handle.generator, handle.lora or LoraStack())
     if handle.lora is not None and handle.lora.entries:
         log.info("MOVA LoRA: %s", report)
-    video_shape, audio_shape = _cond().latent_shapes(handle.generator.config, latent.width, latent.height,
+    video_shape, audio_shape = cond_mod.latent_shapes(handle.generator.config, latent.width, latent.height,
                                                       latent.frames, latent.fps)
     video_noise, audio_noise = sampler_mod.make_noise(settings.seed, video_shape, audio_shape)
     video, audio = sampler_mod.sample(handle.generator, video_noise, audio_noise, positive.context,
@@ -201,5 +198,5 @@ def decode_audio(audio_vae, latent: AVLatent) -> dict:
     _require_samples(latent, "audio")
     waveform = audio_vae.decode(latent.audio)           # [B, 1, T] in [-1, 1]
     sample_rate = int(audio_vae.sample_rate)
-    keep = int(sample_rate * latent.frames / latent.fps)
+    keep = cond_mod.audio_num_samples(latent.frames, latent.fps, sample_rate)
     return {"waveform": waveform[..., :keep].float().cpu(), "sample_rate": sample_rate}

@@ -190,3 +190,19 @@ def test_disk_streaming_with_on_the_fly_quantization_is_refused_readably(ready):
     result = ready.run(prompt)
     assert not result.success
     assert "offload=disk" in result.execution_error()["exception_message"]
+
+
+def test_text_encoder_of_another_model_is_a_readable_error(ready):
+    """Core CONDITIONING 4096 wide (real umT5) with the tiny embedded model: refused with the reason."""
+    import sys
+    import torch
+    wide = ready.nodes.NODE_CLASS_MAPPINGS["MOVAConditioningFromCLIP"].execute(
+        conditioning=[[torch.zeros(1, 5, 4096), {}]]).args[0]
+    prompt = _t2va(ready)
+    loader_id = next(k for k, v in prompt.items() if v["class_type"] == "MOVAModelLoader")
+    model = ready.run(prompt, outputs=[loader_id]).values[loader_id][0][0]
+    # the backend module of the pack as ComfyUI imported it (not a second copy)
+    backend = sys.modules[ready.nodes.NODE_CLASS_MAPPINGS["MOVASampler"].__module__.rsplit(".", 1)[0] + ".backend"]
+    with pytest.raises(Exception, match="do not belong together") as err:
+        backend.sample(model, wide, wide, latent=None, settings=None)
+    assert type(err.value).__name__ == "InputError"

@@ -53,3 +53,13 @@ def test_download_node_without_confirm_only_lists(server):
     assert "models/mova/MOVA-360p" in text and "Nothing was downloaded" in text
     target = Path(text.split(" into ", 1)[1].split(":\n", 1)[0])
     assert not list(target.rglob("*.safetensors"))          # nothing written
+
+
+def test_every_workflow_is_offered_in_the_template_browser(server):
+    from browser_env import PACK_NAME, workflow_files
+    templates = server.get_json("/api/workflow_templates")
+    names = sorted(p.stem for p in workflow_files())
+    assert names and sorted(templates.get(PACK_NAME, [])) == names
+    for name in names:      # and the frontend can fetch each one
+        status, body = server._request(f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}.json")
+        assert status == 200 and json.loads(body)["nodes"]

@@ -1,5 +1,6 @@
-"""Shared helpers of the browser tests: the real ComfyUI server (scripts/comfy_host.py) + its real frontend in the system
-Chromium, driven by Playwright's sync API. Never downloads a browser; never leaves 127.0.0.1.
+"""Shared helpers of the browser tests: the real ComfyUI server (scripts/comfy_host.py) and its real
+frontend in the system Chromium, driven by Playwright's sync API. Never downloads a browser; never
+leaves 127.0.0.1.
 
 Skips (with the reason) when /usr/bin/chromium or playwright is missing: run scripts/setup_browser.sh.
 Screenshots go to artifacts/browser/ (git-ignored).
@@ -7,14 +8,9 @@ Screenshots go to artifacts/browser/ (git-ignored).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
-import urllib.parse
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -42,6 +42,7 @@ class ModelHandle:
     device: torch.device
     engine: object = None
     lora: object = None
+    lora_unmerged: bool = False     # MOVA LoRA node "apply: alongside": never merge into the weights
 
 
 def device() -> torch.device:
@@ -168,7 +169,7 @@ def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, 
                              f"expects {text_dim}: text encoder and model do not belong together. Use the text "
                              "encoder of the same MOVA folder (umT5-xxl, 4096, for the released models).")
     # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).
-    report = apply_lora_stack(handle.generator, handle.lora or LoraStack())
+    report = apply_lora_stack(handle.generator, handle.lora or LoraStack(), unmerged=handle.lora_unmerged)
     if handle.lora is not None and handle.lora.entries:
         log.info("MOVA LoRA: %s", report)
     video_shape, audio_shape = cond_mod.latent_shapes(handle.generator.config, latent.width, latent.height,

@@ -107,7 +107,8 @@ class ComfyHost:
         else:
             raise HostError(f"ComfyUI not ready after {timeout:.0f} s\n{self.log_tail()}")
         info = self.get_json(f"/object_info/{READY_NODE}")
-        failed = [line for line in self.log_text().splitlines() if "IMPORT FAILED" in line]
+        failed = [line for line in self.log_text().splitlines()
+                  if "IMPORT FAILED" in line or "failed to load node module" in line]
         if failed or READY_NODE not in info:
             raise HostError("a custom node pack failed to import:\n" + "\n".join(failed) + "\n" + self.log_tail())
 

@@ -131,7 +131,8 @@ class InProcessComfy:
         finally:
             logging.getLogger().removeHandler(handler)
         self.import_log = "\n".join(records)
-        if "MOVASampler" not in nodes.NODE_CLASS_MAPPINGS or "IMPORT FAILED" in self.import_log:
+        if ("MOVASampler" not in nodes.NODE_CLASS_MAPPINGS or "IMPORT FAILED" in self.import_log
+                or "failed to load node module" in self.import_log):
             pytest.fail("ComfyUI did not load the pack:\n" + self.import_log[-6000:], pytrace=False)
         self.executor = self.new_executor()
 

@@ -207,3 +207,24 @@ def test_text_encoder_of_another_model_is_a_readable_error(ready):
     with pytest.raises(Exception, match="do not belong together") as err:
         backend.sample(model, wide, wide, latent=None, settings=None)
     assert type(err.value).__name__ == "InputError"
+
+
+def test_single_file_loader_reads_files_from_diffusion_models(ready):
+    """Single files in models/diffusion_models/ (each beside its config.json) give the same model."""
+    import torch
+    from conftest import ROOT
+    src = ROOT / "embedded" / embedded_model_name()
+    dst = ready.base / "models" / "diffusion_models" / "mova-tiny"
+    names = {}
+    for component in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"):
+        shutil.copytree(src / component, dst / component, dirs_exist_ok=True)
+        names[component] = f"mova-tiny/{component}/diffusion_pytorch_model.safetensors"
+    base_v, base_a = _sampled(ready, _t2va(ready))
+    prompt = _t2va(ready)
+    loader_id = next(k for k, v in prompt.items() if v["class_type"] == "MOVAModelLoader")
+    prompt[loader_id] = {"class_type": "MOVAModelLoaderFiles", "inputs": {
+        "video_high_noise": names["video_dit"], "video_low_noise": names["video_dit_2"],
+        "audio": names["audio_dit"], "bridge": names["dual_tower_bridge"], "preset": "mova-360p",
+        "dtype": "auto", "quantization": "none", "offload": "none", "resident_layers": 40}}
+    v, a = _sampled(ready, prompt)
+    assert torch.equal(v, base_v) and torch.equal(a, base_a)

@@ -170,3 +170,21 @@ def test_nf4_without_bitsandbytes_says_how_to_install(tmp_path):
             "except ImportError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "ERR" in out.stdout and "pip install bitsandbytes" in out.stdout, out.stderr
+
+
+def test_quantize_script_writes_a_labelled_file(tmp_path):
+    folder = tmp_path / "audio_dit"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({k: v.bfloat16() for k, v in AudioDiT(CFG.audio_dit).state_dict().items()},
+              str(folder / "diffusion_pytorch_model.safetensors"))
+    dest = tmp_path / "audio_nf4.safetensors"
+    out = subprocess.run([sys.executable, "scripts/quantize.py", str(folder), str(dest), "--mode", "nf4"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    meta = read_metadata(dest)
+    assert meta["mova_quant"] == "nf4" and meta["mova_component"] == "audio_dit"
+    again = subprocess.run([sys.executable, "scripts/quantize.py", str(dest), str(tmp_path / "x.safetensors"),
+                            "--mode", "int8", "--component", "audio_dit"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 1 and "already quantized" in again.stderr

@@ -26,7 +26,7 @@ NEGATIVE_PROMPT = "static, blurry, subtitles, worst quality, low quality, distor
 VIDEO_VAE = VideoVAEConfig(z_dim=16, base_dim=8, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
                            temporal_downsample=(False, True, True))
 AUDIO_VAE = AudioVAEConfig(encoder_dim=4, encoder_rates=(2, 3, 4, 5, 8), latent_dim=AUDIO_LATENT,
-                           decoder_dim=64, decoder_rates=(8, 5, 4, 3, 2), sample_rate=48000)
+                           decoder_dim=128, decoder_rates=(8, 5, 4, 3, 2), sample_rate=48000)
 VIDEO_DIT = DiTConfig(kind="video", dim=64, ffn_dim=160, num_heads=2, num_layers=3, in_dim=36, out_dim=16,
                       patch_size=(1, 2, 2), text_dim=TEXT_DIM, freq_dim=64, eps=1e-6)
 AUDIO_DIT = DiTConfig(kind="audio", dim=32, ffn_dim=96, num_heads=2, num_layers=3, in_dim=AUDIO_LATENT,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import torch
 
 from ...models.conditioning import first_frame_y
@@ -21,41 +22,39 @@ from ...models.joint import joint_forward
 from ...models.schedule import training_table
 from .. import scenes
 from . import configs
-from .common import Checkpoint, Log, channels_last, rng_for, video_tensor
-
-PART = 32   # clips per cached part file (resumable encoding)
-
+from . import latents as L
+from .common import Checkpoint, Log, channels_last, rng_for
 
 @torch.no_grad()
-def encode_dataset(o, video_vae, audio_vae, text) -> None:
-    """`latents.pt`: video [N,16,13,8,8], audio [N,C,103], caption ids, text contexts, the white-frame y."""
-    channels_last(video_vae)
+def encode_dataset(o, video_vae_cfg, audio_stats, text) -> None:
+    """`latents.pt`: normalised designed latents (video [N,16,13,8,8], audio [N,16,103]) of N rendered
+    clips, caption ids and text contexts (captions + negative + empty prompt)."""
     log = Log(o.work, "encode")
-    parts = []
-    for start in range(0, o.clips, PART):
-        path = o.work / f"latents_part{start // PART:03d}.pt"
-        if not path.is_file():
-            clips = [scenes.render(scenes.scene_for_seed(o.seed + 100_000 + i))
-                     for i in range(start, min(o.clips, start + PART))]
-            vids, auds = [], []
-            for k in range(0, len(clips), 8):
-                batch = clips[k:k + 8]
-                v = torch.stack([video_tensor(c) for c in batch]).contiguous(memory_format=torch.channels_last_3d)
-                vids.append(video_vae.encode(v))
-                auds.append(audio_vae.encode(torch.stack([torch.from_numpy(c.audio) for c in batch])[:, None]))
-            torch.save({"video": torch.cat(vids), "audio": torch.cat(auds), "captions": [c.caption for c in clips],
-                        "impacts": [c.impacts_s for c in clips]}, path)
-            log(stage="encode", clips=min(o.clips, start + PART))
-        parts.append(torch.load(path, weights_only=True))
-    captions = sorted({c for p in parts for c in p["captions"]})
+    vmean = np.asarray(video_vae_cfg.latents_mean, dtype=np.float32).reshape(-1, 1, 1, 1)
+    vstd = np.asarray(video_vae_cfg.latents_std, dtype=np.float32).reshape(-1, 1, 1, 1)
+    amean, astd = (np.asarray(s, dtype=np.float32)[:, None] for s in audio_stats)
+    vids, auds, caps, impacts = [], [], [], []
+    for i in range(o.clips):
+        clip = scenes.render(scenes.scene_for_seed(o.seed + 100_000 + i))
+        vids.append(torch.from_numpy((L.clip_video_latent(clip) - vmean) / vstd))
+        auds.append(torch.from_numpy((L.clip_audio_latent(clip) - amean) / astd))
+        caps.append(clip.caption)
+        impacts.append(clip.impacts_s)
+        if (i + 1) % 64 == 0:
+            log(stage="encode", clips=i + 1)
+    captions = sorted(set(caps))
     prompts = captions + [configs.NEGATIVE_PROMPT, ""]
     contexts = torch.cat([text.encode(prompts[i:i + 32]).float() for i in range(0, len(prompts), 32)])
     index = {c: i for i, c in enumerate(prompts)}
-    y = first_frame_y(video_vae, scenes.WIDTH, scenes.HEIGHT, scenes.FRAMES)
-    torch.save({"video": torch.cat([p["video"] for p in parts]), "audio": torch.cat([p["audio"] for p in parts]),
-                "caption_ids": torch.tensor([index[c] for p in parts for c in p["captions"]]),
-                "contexts": contexts, "prompts": prompts, "y": y,
-                "impacts": [t for p in parts for t in p["impacts"]]}, o.work / "latents.pt")
+    torch.save({"video": torch.stack(vids).float(), "audio": torch.stack(auds).float(),
+                "caption_ids": torch.tensor([index[c] for c in caps]), "contexts": contexts, "prompts": prompts,
+                "impacts": impacts}, o.work / "latents.pt")
+
+
+@torch.no_grad()
+def white_frame_y(video_vae) -> torch.Tensor:
+    """The T2VA conditioning the nodes build (white first frame through the trained encoder)."""
+    return first_frame_y(channels_last(video_vae), scenes.WIDTH, scenes.HEIGHT, scenes.FRAMES)
 
 
 def _lr(step: int, steps: int, warmup: int = 100) -> float:
@@ -64,12 +63,12 @@ def _lr(step: int, steps: int, warmup: int = 100) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train_dit(o, cfg, lr: float = 1e-3, ema_decay: float = 0.995, text_drop: float = 0.1,
+def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.995, text_drop: float = 0.1,
               bridge_drop: float = 0.1, log_every: int = 10):
     """Returns the generator (EMA weights) with the trained expert in both expert slots."""
     data = torch.load(o.work / "latents.pt", weights_only=True)
     video, audio, cap = data["video"], data["audio"], data["caption_ids"]
-    contexts, y = data["contexts"], data["y"]
+    contexts = data["contexts"]
     neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
     gen = build_generator(cfg, dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)
     gen.train().requires_grad_(True)

@@ -19,7 +19,7 @@ from .. import captions
 from . import configs
 from .common import render_pool
 
-DEFAULTS = {"video_vae_steps": 500, "audio_vae_steps": 400, "clips": 256, "dit_steps": 1500, "batch": 16}
+DEFAULTS = {"video_vae_steps": 500, "audio_vae_steps": 400, "clips": 512, "dit_steps": 800, "batch": 8}
 
 
 @dataclass(frozen=True)
@@ -74,34 +74,55 @@ def stage_video_vae(o: Options) -> None:
 
 
 def stage_audio_vae(o: Options) -> None:
-    from .vae import standardise_audio_latent, train_audio_vae
+    from . import latents as L
+    from .vae import latent_stats, train_audio_vae
 
     final = o.work / "audio_vae.safetensors"
     if final.is_file():
         return
-    vae = train_audio_vae(configs.AUDIO_VAE, o.work, o.audio_vae_steps, o.seed)
-    mean, std = standardise_audio_latent(vae, render_pool(o.seed + 60_000, 24))
-    (o.work / "audio_latent_stats.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+    stats = o.work / "audio_latent_stats.json"
+    if not stats.is_file():
+        mean, std = latent_stats([L.clip_audio_latent(c) for c in render_pool(o.seed + 60_000, 48)])
+        stats.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+    vae = train_audio_vae(configs.AUDIO_VAE, o.work, o.audio_vae_steps, o.seed, *audio_latent_stats(o))
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
 
 
+def audio_latent_stats(o: Options):
+    s = json.loads((o.work / "audio_latent_stats.json").read_text())
+    return s["mean"], s["std"]
+
+
 def video_vae_config(o: Options):
-    """The toy video VAE config with the latent statistics measured once on held-out clips."""
+    """The toy video VAE config with the statistics of the designed latent (measured on 48 clips)."""
     stats = o.work / "video_latent_stats.json"
     if not stats.is_file():
-        from .vae import video_latent_stats
+        from . import latents as L
+        from .vae import latent_stats
 
-        vae = video_vae_from_state_dict(load_file(str(o.work / "video_vae.safetensors")), configs.VIDEO_VAE)
-        vae.latents_mean.zero_()
-        vae.latents_std.fill_(1.0)
-        mean, std = video_latent_stats(vae, render_pool(o.seed + 70_000, 12))
-        stats.write_text(json.dumps({"mean": mean, "std": std}))
+        mean, std = latent_stats([L.clip_video_latent(c) for c in render_pool(o.seed + 70_000, 48)])
+        stats.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
     s = json.loads(stats.read_text())
     return configs.with_latent_stats(configs.VIDEO_VAE, s["mean"], s["std"])
 
 
 def load_video_vae(o: Options):
     return video_vae_from_state_dict(load_file(str(o.work / "video_vae.safetensors")), video_vae_config(o))
+
+
+def load_video_encoder(o: Options):
+    """The video VAE with the encoder frozen early in stage video_vae (all y needs); waits for it."""
+    import time
+
+    from ...models.video_vae import WanVideoVAE
+
+    path = o.work / "video_encoder.safetensors"
+    while not path.is_file():   # stage video_vae writes it after its first ENCODER_STEPS steps
+        time.sleep(10)
+    vae = WanVideoVAE(video_vae_config(o))
+    missing, unexpected = vae.load_state_dict(load_file(str(path)), strict=False)
+    assert not unexpected and all(not k.startswith(("encoder.", "conv1.")) for k in missing)
+    return vae.eval()
 
 
 def load_audio_vae(o: Options) -> AudioVAE:
@@ -114,15 +135,15 @@ def stage_encode(o: Options) -> None:
 
     if (o.work / "latents.pt").is_file():
         return
-    encode_dataset(o, load_video_vae(o), load_audio_vae(o), load_text(o))
+    encode_dataset(o, video_vae_config(o), audio_latent_stats(o), load_text(o))
 
 
 def stage_dit(o: Options) -> None:
-    from .dit import train_dit
+    from .dit import train_dit, white_frame_y
 
     if (o.work / "generator.safetensors").is_file():
         return
-    gen = train_dit(o, configs.mova_config(video_vae_config(o)))
+    gen = train_dit(o, configs.mova_config(video_vae_config(o)), white_frame_y(load_video_encoder(o)))
     save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(o.work / "generator.safetensors"))
 
 

@@ -1,10 +1,12 @@
-"""Stage A: train the toy video VAE (Wan 2.1 layout) and audio VAE (DAC) on rendered clips.
+"""Stage A: train the toy video VAE (Wan 2.1 layout) and audio VAE (DAC) on rendered clips, with the
+designed latents of latents.py as targets: each decoder learns to render its latent, each encoder to
+predict it (MSE).
 
-Video: 5-frame windows (the first frame alone + one 4-frame chunk, as the causal encoder sees them),
-32x32 crops mostly around the object, L1 + L2 with the object's pixels weighted up (it is ~1 % of the
-frame). Audio: 0.4 s crops around impacts, L1 + multi-resolution log-STFT loss. Afterwards the audio
-latent is standardised by an exact reparametrisation of quant_conv/post_quant_conv, and the video
-latent statistics go into the config (latents_mean/std) as the Wan VAE expects.
+Video: 5-frame windows (the first frame alone + one 4-frame chunk, as the causal codec sees them),
+4x4-cell (32x32 px) crops mostly around the object, L1 + L2 with the object's pixels weighted up (it
+is ~1 % of the frame). Audio: 0.4 s crops around impacts, multi-resolution log-STFT loss + a little L1.
+Afterwards the audio latent is standardised by an exact reparametrisation of quant_conv /
+post_quant_conv; the video latent statistics go into the config (latents_mean/std) as Wan expects.
 """
 from __future__ import annotations
 
@@ -14,74 +16,102 @@ import torch.nn.functional as F
 
 from ...models.audio_vae import AudioVAE
 from ...models.video_vae import CausalCache, WanVideoVAE
+from . import latents as L
+from safetensors.torch import save_file
+
 from .common import Checkpoint, Log, channels_last, render_pool, rng_for, video_tensor
 
-VIDEO_WINDOW, CROP = 5, 32
-AUDIO_CROP = 19200   # 0.4 s, 20 latent frames
+VIDEO_WINDOW, CELLS = 5, 4     # 5 pixel frames = 2 latent frames; 4x4 latent cells = 32x32 px
+# The video encoder only makes the first-frame conditioning y: it is frozen (and saved) after this many
+# steps so the tower training can start while the decoder keeps learning (decoder-only steps are faster).
+ENCODER_STEPS = 80
+ENCODER_KEYS = ("encoder.", "conv1.")
+AUDIO_FRAMES = 20              # 0.4 s
 
 
-def video_autoencode(vae: WanVideoVAE, x: torch.Tensor, latent_noise: float = 0.0):
-    """Differentiable encode -> decode of [B, 3, 1+4k, H, W] (same chunking as encode/decode)."""
+def encode_train(vae: WanVideoVAE, x: torch.Tensor) -> torch.Tensor:
+    """Differentiable raw posterior mean of [B, 3, 1+4k, H, W] (the chunking of WanVideoVAE.encode)."""
     cache, outs = CausalCache(), []
     for start, end in [(0, 1)] + [(1 + 4 * i, 5 + 4 * i) for i in range((x.shape[2] - 1) // 4)]:
         cache.new_chunk()
         outs.append(vae.encoder(x[:, :, start:end], cache))
-    mu = vae.conv1(torch.cat(outs, dim=2))[:, : vae.z_dim]
-    z = mu + latent_noise * torch.randn_like(mu) if latent_noise else mu
+    return vae.conv1(torch.cat(outs, dim=2))[:, : vae.z_dim]
+
+
+def decode_train(vae: WanVideoVAE, z: torch.Tensor) -> torch.Tensor:
+    """Differentiable decode of a raw latent (the chunking of WanVideoVAE.decode)."""
     h = vae.conv2(z)
     cache, frames = CausalCache(), []
     for i in range(h.shape[2]):
         cache.new_chunk()
         frames.append(vae.decoder(h[:, :, i:i + 1], cache))
-    return torch.cat(frames, dim=2), mu
+    return torch.cat(frames, dim=2)
+
+
+def video_pool(first_seed: int, count: int):
+    """(pixels [3,F,H,W], masks [F,H,W], background [H,W,3], scene) per rendered clip."""
+    out = []
+    for clip in render_pool(first_seed, count):
+        masks = L.object_masks(clip.scene, np.arange(clip.video.shape[0]) / clip.fps)
+        out.append((video_tensor(clip), masks, L.clip_background(clip), clip.scene))
+    return out
 
 
 def _video_batch(pool, rng, batch: int):
-    xs, ws = [], []
+    xs, zs, ws = [], [], []
     for _ in range(batch):
-        clip = pool[rng.integers(len(pool))]
-        v = video_tensor(clip)                                   # [3, F, H, W]
-        s = int(rng.integers(0, v.shape[1] - VIDEO_WINDOW + 1))
-        w = v[:, s:s + VIDEO_WINDOW]
-        bg = v.median(dim=1).values[:, None]                     # static background of the clip
-        obj = ((w - bg).abs().amax(dim=0, keepdim=True) > 0.1).float()
-        if rng.random() < 0.75 and obj.sum() > 0:                # crop around the object
-            yy, xx = torch.nonzero(obj[0, 0] if obj[0, 0].any() else obj[0].amax(0), as_tuple=True)
-            cy, cx = int(yy.float().mean()), int(xx.float().mean())
-            cy += int(rng.integers(-10, 11))
-            cx += int(rng.integers(-10, 11))
+        pixels, masks, bg, scene = pool[rng.integers(len(pool))]
+        s = int(rng.integers(0, pixels.shape[1] - VIDEO_WINDOW + 1))
+        m = masks[s:s + VIDEO_WINDOW]
+        z = L.video_latent(m, bg, scene)                                   # [16, 2, 8, 8]
+        if rng.random() < 0.85 and m[0].any():                             # crop around the object
+            ys, xs_ = np.nonzero(m[0] > 0.5) if (m[0] > 0.5).any() else np.nonzero(m[0])
+            cy, cx = int(ys.mean()) // L.CELL, int(xs_.mean()) // L.CELL
+            cy += int(rng.integers(-1, 2))
+            cx += int(rng.integers(-1, 2))
         else:
-            cy, cx = int(rng.integers(0, 64)), int(rng.integers(0, 64))
-        y0 = min(max(cy - CROP // 2, 0), 64 - CROP)
-        x0 = min(max(cx - CROP // 2, 0), 64 - CROP)
-        xs.append(w[:, :, y0:y0 + CROP, x0:x0 + CROP])
-        ws.append(1.0 + 15.0 * obj[:, :, y0:y0 + CROP, x0:x0 + CROP])
-    return torch.stack(xs), torch.stack(ws)
+            cy, cx = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+        y0, x0 = min(max(cy - CELLS // 2, 0), 8 - CELLS), min(max(cx - CELLS // 2, 0), 8 - CELLS)
+        py, px = slice(y0 * L.CELL, (y0 + CELLS) * L.CELL), slice(x0 * L.CELL, (x0 + CELLS) * L.CELL)
+        xs.append(pixels[:, s:s + VIDEO_WINDOW, py, px])
+        zs.append(torch.from_numpy(z[:, :, y0:y0 + CELLS, x0:x0 + CELLS]))
+        ws.append(1.0 + 15.0 * torch.from_numpy(m[None, :, py, px] > 0.05).float())
+    return torch.stack(xs), torch.stack(zs), torch.stack(ws)
 
 
-def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch: int = 4, lr: float = 6e-4,
+def _schedule(opt, steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (0.1 + 0.9 * (1 - s / steps)))
+
+
+def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch: int = 4, lr: float = 2e-3,
                     log_every: int = 10) -> WanVideoVAE:
     torch.manual_seed(seed)
     vae = channels_last(WanVideoVAE(cfg)).train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (0.1 + 0.9 * (1 - s / steps)))
+    sched = _schedule(opt, steps)
     ckpt, log = Checkpoint(work, "video_vae"), Log(work, "video_vae")
     step = ckpt.load(model=vae, opt=opt, sched=sched)
-    pool = render_pool(seed, pool_size)
+    pool = video_pool(seed, pool_size)
+    frozen = work / "video_encoder.safetensors"
     while step < steps:
-        x, w = _video_batch(pool, rng_for(seed, step), batch)
+        if step >= ENCODER_STEPS and not frozen.is_file():
+            save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(ENCODER_KEYS)}, str(frozen))
+        train_encoder = step < ENCODER_STEPS
+        x, z, w = _video_batch(pool, rng_for(seed, step), batch)
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        rec, mu = video_autoencode(vae, x, latent_noise=0.05)
-        err = rec - x
-        loss = (w * (err.abs() + err.square())).mean() + 1e-4 * mu.square().mean()
+        err = decode_train(vae, z) - x
+        loss_dec = (w * (err.abs() + err.square())).mean()
+        loss_enc = (encode_train(vae, x) - z).square().mean() if train_encoder else torch.zeros(())
+        loss = loss_dec + loss_enc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        opt.step()   # (frozen encoder: no gradient, AdamW leaves it alone with weight_decay 0)
         sched.step()
         step += 1
         if step % log_every == 0 or step == steps:
-            log(stage="video_vae", step=step, loss=loss.item(), l1=err.abs().mean().item())
+            log(stage="video_vae", step=step, decoder=loss_dec.item(), l1=err.abs().mean().item(),
+                encoder=loss_enc.item())
         ckpt.maybe_save(step, force=step == steps, model=vae, opt=opt, sched=sched)
     return vae.eval().requires_grad_(False)
 
@@ -92,37 +122,50 @@ def _stft_loss(rec: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         win = torch.hann_window(n)
         a = torch.stft(rec, n, n // 4, window=win, return_complex=True).abs()
         b = torch.stft(ref, n, n // 4, window=win, return_complex=True).abs()
-        total = total + (torch.log(a + 1e-5) - torch.log(b + 1e-5)).abs().mean() + (a - b).abs().mean()
+        total = total + (torch.log(a + 1e-4) - torch.log(b + 1e-4)).abs().mean() + 4.0 * (a - b).abs().mean()
     return total
 
 
-def _audio_batch(pool, rng, batch: int) -> torch.Tensor:
+def audio_pool(first_seed: int, count: int):
+    """(waveform [N], designed latent [16, T], impact frames) per rendered clip."""
     out = []
+    for clip in render_pool(first_seed, count):
+        frames = [int(t * clip.sample_rate) // L.HOP for t in clip.impacts_s]
+        out.append((torch.from_numpy(clip.audio), torch.from_numpy(L.clip_audio_latent(clip)), frames))
+    return out
+
+
+def _audio_batch(pool, rng, batch: int):
+    xs, zs = [], []
     for _ in range(batch):
-        clip = pool[rng.integers(len(pool))]
-        t = clip.impacts_s[rng.integers(len(clip.impacts_s))]
-        start = int((t - rng.uniform(0.01, 0.3)) * clip.sample_rate)
-        start = min(max(start, 0), len(clip.audio) - AUDIO_CROP)
-        out.append(torch.from_numpy(clip.audio[start:start + AUDIO_CROP]))
-    return torch.stack(out)[:, None]
+        audio, z, frames = pool[rng.integers(len(pool))]
+        j = frames[rng.integers(len(frames))] - int(rng.integers(1, 15))
+        j = min(max(j, 0), audio.shape[0] // L.HOP - AUDIO_FRAMES)
+        xs.append(audio[j * L.HOP:(j + AUDIO_FRAMES) * L.HOP])
+        zs.append(z[:, j:j + AUDIO_FRAMES])
+    return torch.stack(xs)[:, None], torch.stack(zs)
 
 
-def train_audio_vae(cfg, work, steps: int, seed: int, pool_size: int = 96, batch: int = 8, lr: float = 2e-3,
-                    log_every: int = 10) -> AudioVAE:
+def train_audio_vae(cfg, work, steps: int, seed: int, mean, std, pool_size: int = 96, batch: int = 6,
+                    lr: float = 3e-3, log_every: int = 10) -> AudioVAE:
+    """The latent is the designed one standardised with (mean, std): no rescaling needed afterwards."""
     torch.manual_seed(seed + 1)
     vae = AudioVAE(cfg).train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (0.1 + 0.9 * (1 - s / steps)))
+    sched = _schedule(opt, steps)
     ckpt, log = Checkpoint(work, "audio_vae"), Log(work, "audio_vae")
     step = ckpt.load(model=vae, opt=opt, sched=sched)
-    pool = render_pool(seed + 50_000, pool_size)
+    mean, std = (torch.as_tensor(np.asarray(v), dtype=torch.float32)[:, None] for v in (mean, std))
+    pool = [(a, (z - mean) / std, f) for a, z, f in audio_pool(seed + 50_000, pool_size)]
     d = cfg.latent_dim
     while step < steps:
-        x = _audio_batch(pool, rng_for(seed + 1, step), batch)
-        mu = vae.quant_conv(vae.encoder(x))[:, :d]
-        rec = vae.decoder(vae.post_quant_conv(mu + 0.02 * torch.randn_like(mu)))
+        x, z = _audio_batch(pool, rng_for(seed + 1, step), batch)
+        rec = vae.decoder(vae.post_quant_conv(z))
         l1 = (rec - x).abs().mean()
-        loss = 5.0 * l1 + _stft_loss(rec[:, 0], x[:, 0]) + 1e-4 * mu.square().mean()
+        # spectral terms dominate: a plain waveform L1 on sparse impacts rewards silence
+        loss_dec = 0.5 * l1 + _stft_loss(rec[:, 0], x[:, 0])
+        loss_enc = (vae.quant_conv(vae.encoder(x))[:, :d] - z).square().mean()
+        loss = loss_dec + loss_enc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -130,31 +173,12 @@ def train_audio_vae(cfg, work, steps: int, seed: int, pool_size: int = 96, batch
         sched.step()
         step += 1
         if step % log_every == 0 or step == steps:
-            log(stage="audio_vae", step=step, loss=loss.item(), l1=l1.item())
+            log(stage="audio_vae", step=step, decoder=loss_dec.item(), l1=l1.item(), encoder=loss_enc.item())
         ckpt.maybe_save(step, force=step == steps, model=vae, opt=opt, sched=sched)
     return vae.eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def standardise_audio_latent(vae: AudioVAE, pool) -> tuple[np.ndarray, np.ndarray]:
-    """Rescale so the posterior mean has zero mean / unit std per channel (decode output unchanged)."""
-    d = vae.latent_dim
-    lat = torch.cat([vae.encode(torch.from_numpy(c.audio)[None, None]) for c in pool], dim=2)[0]  # [d, T]
-    mean, std = lat.mean(dim=1), lat.std(dim=1).clamp_min(1e-3)
-    qc, pc = vae.quant_conv, vae.post_quant_conv
-    qc.weight[:d] /= std[:, None, None]
-    qc.bias[:d] = (qc.bias[:d] - mean) / std
-    pc.bias += (pc.weight[:, :, 0] @ mean)
-    pc.weight *= std[None, :, None]
-    return mean.numpy(), std.numpy()
-
-
-@torch.no_grad()
-def video_latent_stats(vae: WanVideoVAE, pool) -> tuple[list, list]:
-    """Per-channel mean/std of the raw (un-normalised) posterior mean over `pool`."""
-    raw = []
-    for c in pool:
-        z = vae.encode(video_tensor(c)[None].contiguous(memory_format=torch.channels_last_3d))
-        raw.append(z * vae.latents_std + vae.latents_mean)
-    z = torch.cat(raw, dim=0).transpose(0, 1).reshape(vae.z_dim, -1)
-    return z.mean(dim=1).tolist(), z.std(dim=1).clamp_min(1e-3).tolist()
+def latent_stats(latents: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean/std over [C, ...] arrays."""
+    flat = np.concatenate([z.reshape(z.shape[0], -1) for z in latents], axis=1)
+    return flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-2)

@@ -1,9 +1,10 @@
-"""Run the whole test suite: unit tests, then the real-ComfyUI tests, each in its own pytest process.
+"""Run the whole test suite: unit, real-ComfyUI and browser tests, each in its own pytest process.
 
 Why two processes: tests/comfy/ imports ComfyUI into the process (its top-level `nodes`, `utils`,
 `server`, … modules and its global torch/logging state), and ComfyUI imports the pack under its own
 module name; keeping that apart from the unit tests (which import the pack as `mova_pack`) avoids two
-copies of every module meeting in one process. Every test file under tests/ runs in one of the two.
+copies of every module meeting in one process. Browser tests run apart because Playwright's sync API
+leaves an event loop running in its thread. Every test file under tests/ runs in exactly one part.
 Prints pytest's own summary for each part, then one combined line, and fails if either part failed
 or if no test ran at all.
 """
@@ -19,8 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["-p", "no:cacheprovider", "--timeout=1200", "-rfE"]
 PARTS = [
-    ("unit", ["tests", "--ignore=tests/comfy"]),
+    ("unit", ["tests", "--ignore=tests/comfy", "--ignore=tests/browser"]),
     ("comfyui", ["tests/comfy"]),
+    # Playwright's sync API leaves an event loop running in the test thread: keep it apart too.
+    ("browser", ["tests/browser"]),
 ]
 
 

@@ -80,6 +80,8 @@ def _slots(module: nn.Module, skip_children=()) -> list[tuple[str, _Slot]]:
     for path, sub in module.named_modules():
         if any(path == c or path.startswith(c + ".") for c in skip_children):
             continue
+        if path == "adapters" or path.endswith(".adapters") or ".adapters." in f".{path}.":
+            continue  # LoRA adapters come and go after set-up; they stay where add_adapter put them
         for name, p in sub._parameters.items():
             if p is not None:
                 out.append((f"{path}.{name}" if path else name, _Slot(sub, name, True)))

@@ -12,6 +12,7 @@ fp16 per-64-block absmax for nf4),
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import optional_import, supports_fp8_matmul
+
+log = logging.getLogger("mova")
 
 MODES = ("bf16", "fp16", "fp8_e4m3fn", "nf4", "int8")  # bf16 / fp16: no quantization
 QUANTIZED_MODES = ("fp8_e4m3fn", "nf4", "int8")
@@ -88,7 +91,8 @@ class LowRankAdapter(nn.Module):
         self.scale = float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.a.to(x.dtype)), self.b.to(x.dtype)) * self.scale
+        a, b = (t.to(device=x.device, dtype=x.dtype) for t in (self.a, self.b))  # no-ops once placed
+        return F.linear(F.linear(x, a), b) * self.scale
 
 
 class QuantLinear(nn.Module):
@@ -135,6 +139,18 @@ def fp8_quantize(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torc
     return q, scale.float()
 
 
+_warned_fp8 = set()
+
+
+def _warn_no_fast_fp8(x: torch.Tensor) -> None:
+    key = (x.device.type, x.dtype)
+    if key not in _warned_fp8:
+        _warned_fp8.add(key)
+        log.warning("mova: fp8 fast matmul needs a CUDA GPU of sm_89+ (Ada/Hopper), per-tensor scales and "
+                    "fp16/bf16 activations; running %s %s with fp8 storage and %s compute instead",
+                    x.device, str(x.dtype).replace("torch.", ""), str(x.dtype).replace("torch.", ""))
+
+
 class FP8Linear(QuantLinear):
     mode = "fp8_e4m3fn"
 
@@ -155,8 +171,10 @@ class FP8Linear(QuantLinear):
         return (self.weight.float() * self.weight_scale).to(dtype)
 
     def forward(self, x):
-        if self.fast_matmul and not self.adapters and self._scaled_mm_ok(x):
-            return self._forward_scaled_mm(x)
+        if self.fast_matmul and not self.adapters:
+            if self._scaled_mm_ok(x):
+                return self._forward_scaled_mm(x)
+            _warn_no_fast_fp8(x)
         return super().forward(x)
 
     def _scaled_mm_ok(self, x) -> bool:

@@ -188,3 +188,18 @@ def test_quantize_script_writes_a_labelled_file(tmp_path):
                             "--mode", "int8", "--component", "audio_dit"], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 1 and "already quantized" in again.stderr
+
+
+def test_fast_fp8_request_on_cpu_warns_once_and_matches(caplog):
+    import logging
+    from mova_pack.kernels import quant
+    quant._warned_fp8.clear()
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32)
+    slow, fast = FP8Linear.from_linear(lin), FP8Linear.from_linear(lin, fast_matmul=True)
+    x = torch.randn(5, 64)
+    with caplog.at_level(logging.WARNING, logger="mova"):
+        out = fast(x)
+        fast(x)
+    assert torch.equal(out, slow(x))
+    assert sum("fp8 fast matmul needs a CUDA GPU" in r.getMessage() for r in caplog.records) == 1

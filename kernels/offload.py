@@ -114,7 +114,7 @@ class OffloadEngine:
         self.settings, self.device = settings, torch.device(device)
         self.experts = dict(video) if isinstance(video, dict) else {"video_dit": video}
         self.active = next(iter(self.experts))
-        self._hooks, self._pending = [], {}
+        self._hooks, self._pending, self._warned = [], {}, set()
         self._stream = torch.cuda.Stream(self.device) if (
             self.device.type == "cuda" and settings.prefetch) else None
         self._pin = settings.storage == "cpu_pinned" and self.device.type == "cuda"
@@ -174,7 +174,8 @@ class OffloadEngine:
             slot.nbytes = cur.numel() * cur.element_size()
             slot.put(slot.placeholder)
             slots.append(slot)
-        if mismatched:  # legal (cast on every load) but costs a private copy per tensor
+        if mismatched and component not in self._warned:  # legal, but each load then makes a private copy
+            self._warned.add(component)
             log.warning("mova offload: %s streams %d tensor(s) of another dtype, cast on each load, e.g. %s; "
                         "build the module in the file's dtype to stream zero-copy", component, len(mismatched),
                         mismatched[0])

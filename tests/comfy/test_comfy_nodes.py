@@ -12,7 +12,8 @@ OUR_NODES = ["MOVAModelLoader", "MOVAModelLoaderFiles", "MOVAVideoVAELoader", "M
              "MOVATextEncoderLoader", "MOVATextEncode", "MOVAConditioningFromCLIP", "MOVALatent",
              "MOVASampler", "MOVADecodeVideo", "MOVADecodeAudio"]
 SHIPPED = sorted(WORKFLOWS.glob("*.json"))
-OLD = sorted(OLD_WORKFLOWS.glob("*.json"))
+# Saved before the sampler gained inputs; later fixtures (lora_bridge_guidance: test_guidance_lora.py) run there.
+OLD = sorted(p for p in OLD_WORKFLOWS.glob("*.json") if p.stem != "lora_bridge_guidance")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from torch import nn
 from ..models.errors import CheckpointError
 from .offload import OffloadEngine, OffloadSettings
 from .quant import QuantSettings
-from .quant_io import check_quantized_state, load_quantized_into, quantize_file, quantize_items, read_metadata
+from .quant_io import load_quantized_into, quantize_file, quantize_items, read_metadata
 
 log = logging.getLogger("mova")
 _HIGH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # fp8 is "floating" too: keep it

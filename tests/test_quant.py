@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from mova_pack.kernels.quant import (FP8Linear, NF4Linear, Int8Linear, QuantLinear, QuantSettings,
+from mova_pack.kernels.quant import (FP8Linear, Int8Linear, QuantLinear, QuantSettings,
                                      quantize_module, quantized_paths)
 from mova_pack.kernels.quant_io import load_quantized_into, quantize_file, read_metadata, save_quantized
 from mova_pack.models.bridge import DualTowerBridge

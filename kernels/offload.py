@@ -228,7 +228,9 @@ class OffloadEngine:
             g.loaded = False
 
     def _prefetch(self, i: int):
-        """CUDA: start copying unit i on the side stream; elsewhere a no-op (loads happen on use)."""
+        """CUDA: start copying unit i on the side stream; elsewhere a no-op (loads happen on use).
+        Overlap needs pinned host memory (storage "cpu_pinned"); from "disk" the copy leaves pageable
+        mmap'd pages, which CUDA copies synchronously, so disk streaming gains little from it."""
         if self._stream is None or i >= self.num_units or i in self._pending or self._resident(i):
             return
         groups = [g for g in self.unit(i) if not g.loaded]

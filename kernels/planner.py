@@ -90,6 +90,9 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM)."""
     if isinstance(config, str):
         from ..models.config import PRESETS
+        from ..models.errors import ConfigError
+        if config not in PRESETS:
+            raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)} or a MovaConfig.")
         config = PRESETS[config]
     act = DTYPE_BYTES[dtype]
     tokens_v, _, tokens_a = latent_sizes(config, width, height, frames, fps)
@@ -123,7 +126,7 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
                "activations": denoise_activation_bytes(config, tokens_v, tokens_a, act),
                "latents": sampler, "cuda_context": CUDA_CONTEXT}
 
-    text_bits = storage_bits_per_weight(quant if quant != "fp16" else "bf16")
+    text_bits = storage_bits_per_weight(quant) if quant not in ("bf16", "fp16") else 8 * act
     text_bytes = int(text_encoder_params(config.text_encoder) * text_bits / 8)
     text = {"text_encoder": text_bytes, "activations": 512 * config.text_encoder.d_ff * 4 * 4,
             "cuda_context": CUDA_CONTEXT}

@@ -126,3 +126,22 @@ def test_mova_360p_plans():
     assert nf4.vram_bytes < fp8.vram_bytes < bf16.vram_bytes
     assert nf4.vram_bytes <= 12e9 and nf4.host_bytes <= 32e9  # the goal for the best setting
     assert "peak VRAM" in nf4.summary() and nf4.as_dict()["vram_gb"] > 0
+
+
+def test_module_bytes_counts_by_device_and_ignores_meta():
+    lin = torch.nn.Linear(8, 4)
+    assert module_bytes(lin) == (8 * 4 + 4) * 4
+    assert module_bytes(lin, "cpu") == module_bytes(lin) and module_bytes(lin, "meta") == 0
+    with torch.device("meta"):
+        assert module_bytes(torch.nn.Linear(8, 4)) == 0
+
+
+def test_plan_scales_with_request():
+    small = plan_memory("mova-360p", 640, 352, 97)
+    large = plan_memory("mova-360p", 640, 352, 193)
+    assert large.stages["denoise"]["activations"] > 1.8 * small.stages["denoise"]["activations"]
+    fp32 = plan_memory("mova-360p", 640, 352, 97, dtype="fp32")
+    assert fp32.stages["text encode"]["text_encoder"] == 2 * small.stages["text encode"]["text_encoder"]
+    from mova_pack.models.errors import ConfigError
+    with pytest.raises(ConfigError, match="mova-360p"):
+        plan_memory("mova-1080p", 640, 352, 97)

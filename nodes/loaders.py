@@ -27,7 +27,8 @@ OFFLOAD_TIP = ("Where the transformer layers live between uses. none = all on th
                "safetensors so host RAM does not hold the whole model.")
 FOLDER_HINT = ("Put a MOVA folder (as downloaded from OpenMOSS-Team/MOVA-360p) into ComfyUI/models/mova/, "
                "then refresh the node list (R).")
-FILE_HINT = "Put the file into the ComfyUI/models/{folder}/ folder (or pick a `<MOVA folder>/…` entry), then refresh (R)."
+FILE_HINT = ("Put the file into the ComfyUI/models/{folder}/ folder (or pick a `<MOVA folder>/…` entry), "
+             "then refresh (R).")
 RESIDENT_TIP = "With offload: how many interaction layers stay on the compute device (more = faster, more VRAM)."
 
 
@@ -176,7 +177,8 @@ class MovaTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, text_encoder):
-        return check_inputs(cls, {"text_encoder": text_encoder}, {"text_encoder": FILE_HINT.format(folder="text_encoders")})
+        hint = FILE_HINT.format(folder="text_encoders")
+        return check_inputs(cls, {"text_encoder": text_encoder}, {"text_encoder": hint})
 
     @classmethod
     def execute(cls, text_encoder, dtype) -> io.NodeOutput:

@@ -10,7 +10,7 @@ import logging
 from comfy_api.latest import io
 
 from ..models.guidance import GuidanceSettings, make_guidance
-from .types import CATEGORY, MovaConditioning, MovaGuidance
+from .types import CATEGORY, MovaConditioning, MovaGuidance, check_inputs
 
 log = logging.getLogger("mova")
 FORMS = ["nested", "independent"]
@@ -69,7 +69,11 @@ class MovaBridgeGuidance(io.ComfyNode):
             outputs=[MovaGuidance.Output(display_name="guidance")])
 
     @classmethod
-    def validate_inputs(cls, bridge_start=None, bridge_end=None, **_):
+    def validate_inputs(cls, bridge_start=None, bridge_end=None):
+        # Only these two: every input named here skips ComfyUI's own min/max check (check_inputs redoes it).
+        checked = check_inputs(cls, {"bridge_start": bridge_start, "bridge_end": bridge_end})
+        if checked is not True:
+            return checked
         if bridge_start is not None and bridge_end is not None and bridge_start > bridge_end:
             return (f"bridge_start ({bridge_start}) is after bridge_end ({bridge_end}): the Bridge guidance "
                     "range would be empty. Set start ≤ end (0 and 1 = every step).")

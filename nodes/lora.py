@@ -134,7 +134,7 @@ class MovaLora(io.ComfyNode):
             hidden=[io.Hidden.unique_id])
 
     @classmethod
-    def validate_inputs(cls, lora=None, **_):
+    def validate_inputs(cls, lora=None):
         return check_inputs(cls, {"lora": lora}, {"lora": HINT})
 
     @classmethod

@@ -94,7 +94,7 @@ class Env:
         self.base = base
         self.sampler_id, self.loader_id = self.ids["MOVASampler"], self.ids["MOVAModelLoader"]
         handle = comfy.run(base, outputs=[self.loader_id]).values[self.loader_id][0][0]
-        self.gen = handle.generator
+        self.handle, self.gen = handle, handle.generator
         self.loras = Path(comfy.folder_paths.get_folder_paths("loras")[0])
         self.loras.mkdir(parents=True, exist_ok=True)
         g = self.gen
@@ -213,6 +213,7 @@ def test_lora_changes_output_strength_reapplies_and_removal_restores_base(env, c
     assert not torch.equal(v_half, v1) and not torch.equal(v_half, ref_v)
     assert dict(lora_mod._CACHE) == cached          # the LoRA file was not read again
     assert env.last_handle.generator is env.gen     # nor the model: the loader's output is reused
+    assert env.handle.lora is None and len(env.last_handle.lora.entries) == 1   # a copy, input untouched
     v1b, a1b, _, _ = env.sample(lora=lora, seed=env.seed)
     assert torch.equal(v1b, v1) and torch.equal(a1b, a1)   # back to 1: from the kept originals, exactly
 
@@ -294,6 +295,15 @@ def test_missing_lora_file_is_a_validation_error(env, comfy):
 def test_forwards_per_step_in_the_progress_text(env, case, guidance, audio_negative, per_step):
     _, _, _, texts = env.sample(guidance=guidance, audio_negative=audio_negative, seed=500 + case)  # not cached
     assert forwards(texts) == per_step, texts
+
+
+def test_guidance_range_and_limits_are_validation_errors(env, comfy):
+    result = comfy.run(env.prompt(guidance={"bridge_start": 0.8, "bridge_end": 0.2}))
+    assert not result.valid
+    text = json.dumps(result.node_errors)
+    assert "after bridge_end" in text and "MOVABridgeGuidance" in text, text
+    result = comfy.run(env.prompt(guidance={"a2v_bridge_scale": 99.0}))
+    assert not result.valid and "a2v_bridge_scale" in json.dumps(result.node_errors)
 
 
 def test_neutral_guidance_is_the_released_cfg_bitwise_and_bridge_guidance_changes_it(env):

@@ -102,10 +102,12 @@ class Env:
                        "bridge": len(linears(g.bridge, ("audio_to_video", "video_to_audio")))}
         write_kohya(self.loras / "community_wan22.safetensors", factors(g.video_high, 1))
         write_kohya(self.loras / "community_wan22_high_noise.safetensors", factors(g.video_high, 2))
+        self.accelerate = {"video_high": factors(g.video_high, 3), "video_low": factors(g.video_low, 4),
+                           "audio": factors(g.audio, 5),
+                           "bridge": factors(g.bridge, 6, under=("audio_to_video", "video_to_audio"))}
         write_accelerate(self.loras / "mova_accelerate", {
-            "video_dit": factors(g.video_high, 3), "video_dit_2": factors(g.video_low, 4),
-            "audio_dit": factors(g.audio, 5),
-            "dual_tower_bridge": factors(g.bridge, 6, under=("audio_to_video", "video_to_audio"))})
+            {"video_high": "video_dit", "video_low": "video_dit_2", "audio": "audio_dit",
+             "bridge": "dual_tower_bridge"}[c]: f for c, f in self.accelerate.items()})
         write_videox(self.loras / "videox_fun", {"transformer": factors(g.video_low, 7),
                                                  "transformer_audio": factors(g.audio, 8)})
         flux = {}
@@ -318,12 +320,10 @@ def test_neutral_guidance_is_the_released_cfg_bitwise_and_bridge_guidance_change
     assert torch.allclose(vb, v2, atol=1e-4, rtol=1e-4) and torch.allclose(ab, a2, atol=1e-4, rtol=1e-4)
 
 
-def test_node_settings_reach_the_engine(env, comfy):
-    """The node run equals models/guidance driven by hand with the same settings on the same model."""
-    guidance_mod, sampler_mod = env.pack_module("models.guidance"), env.pack_module("models.sampler")
-    cond_mod, backend = env.pack_module("models.conditioning"), env.pack_module("nodes.backend")
-    v, a, _, _ = env.sample(guidance={"video_text_scale": 4.0, "audio_text_scale": 3.0, "a2v_bridge_scale": 2.5,
-                                      "v2a_bridge_scale": 1.5, "bridge_start": 0.3})
+def sample_by_hand(env, comfy, generator, guidance=None):
+    """models/sampler.sample on `generator` with the graph's prompts, latent and settings."""
+    sampler_mod, cond_mod = env.pack_module("models.sampler"), env.pack_module("models.conditioning")
+    backend = env.pack_module("nodes.backend")
     p = env.prompt()
     s = p[env.sampler_id]["inputs"]
     wanted = [s["positive"][0], s["negative"][0], s["latent"][0]]
@@ -331,11 +331,38 @@ def test_node_settings_reach_the_engine(env, comfy):
     pos, neg, latent = (values[i][0][0] for i in wanted)
     settings = backend.sampler_settings(STEPS, s["shift"], s["boundary"], env.seed, s["video_cfg"],
                                         s["audio_cfg"], s["schedule"], latent.fps)
-    shapes = cond_mod.latent_shapes(env.gen.config, latent.width, latent.height, latent.frames, latent.fps)
+    shapes = cond_mod.latent_shapes(generator.config, latent.width, latent.height, latent.frames, latent.fps)
+    return sampler_mod.sample(generator, *sampler_mod.make_noise(env.seed, *shapes), pos.context, neg.context,
+                              latent.y, settings, guidance=guidance)
+
+
+def test_each_strength_reaches_its_component_like_a_delta_applied_by_hand(env, comfy):
+    """MOVA accelerate folder with four different strengths == W + strength·B·A merged by hand into a copy."""
+    import copy
+    env.sample(seed=env.seed + 1)                  # no LoRA: the shared generator holds the base weights
+    strengths = {"video_high": 0.5, "video_low": 1.0, "audio": 0.25, "bridge": 0.75}
+    base = copy.deepcopy(env.gen)
+    ref = copy.deepcopy(base)
+    with torch.no_grad():
+        for comp, items in env.accelerate.items():
+            for path, (a, b) in items.items():
+                w = getattr(ref, comp).get_submodule(path).weight
+                w += strengths[comp] * (b @ a)
+    hv, ha = sample_by_hand(env, comfy, ref)
+    v, a, _, _ = env.sample(lora={"lora": "mova_accelerate/", **{f"strength_{c}": x for c, x in strengths.items()}})
+    assert torch.allclose(v, hv, rtol=1e-5, atol=1e-5) and torch.allclose(a, ha, rtol=1e-5, atol=1e-5)
+    base_v, _ = sample_by_hand(env, comfy, base)      # sanity: the LoRA matters at these strengths
+    assert (v - base_v).abs().max() > 1e-3
+
+
+def test_node_settings_reach_the_engine(env, comfy):
+    """The node run equals models/guidance driven by hand with the same settings on the same model."""
+    guidance_mod = env.pack_module("models.guidance")
+    v, a, _, _ = env.sample(guidance={"video_text_scale": 4.0, "audio_text_scale": 3.0, "a2v_bridge_scale": 2.5,
+                                      "v2a_bridge_scale": 1.5, "bridge_start": 0.3})
     g = guidance_mod.GuidanceSettings(video_text_scale=4.0, audio_text_scale=3.0, a2v_scale=2.5, v2a_scale=1.5,
                                       bridge_start=0.3)
-    hv, ha = sampler_mod.sample(env.gen, *sampler_mod.make_noise(env.seed, *shapes), pos.context, neg.context,
-                                latent.y, settings, guidance=guidance_mod.DualGuidance(g))
+    hv, ha = sample_by_hand(env, comfy, env.gen, guidance=guidance_mod.DualGuidance(g))
     assert torch.equal(hv, v) and torch.equal(ha, a)
 
 

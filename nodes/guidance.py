@@ -88,7 +88,7 @@ class MovaBridgeGuidance(io.ComfyNode):
                                     bridge_end=bridge_end, batch_passes=batch_passes)
         context = None if audio_negative is None else audio_negative.context
         guidance = make_guidance(settings, audio_negative=context)
-        log.info("MOVA guidance: %s; at 25 steps: %s", settings, guidance.summary(25))
+        log.info("MOVA guidance: %s (e.g. at 25 steps: %s)", settings, guidance.summary(25))
         return io.NodeOutput(guidance)
 
 

@@ -149,6 +149,7 @@ class MovaLora(io.ComfyNode):
         # Applied now for the report (a LoRA that fits nothing fails here, on this node); the sampler
         # applies the same stack again, which is then a no-op.
         report = apply_lora_stack(handle.generator, stack, unmerged=unmerged)
+        log.info("MOVA LoRA: %s", lora_file.summary())   # apply_lora_stack logs the rest of the report
         info = "\n".join([lora_file.summary(), str(report)])
         _progress_text(info, cls.hidden.unique_id)
         return io.NodeOutput(handle, info)

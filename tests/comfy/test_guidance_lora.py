@@ -267,6 +267,29 @@ def test_mova_accelerate_folder_chained_with_videox_and_alongside_mode(env, comf
     assert not torch.equal(result.values[env.sampler_id][0][0].video, v_acc)
 
 
+def test_quantized_model_takes_the_lora_alongside_and_drops_it_exactly(env, comfy):
+    """fp8 weights cannot be merged into: the LoRA is computed next to them; removing it gives the
+    quantized base back bit for bit; the result stays within the quantization error of the float run."""
+    def run(lora=None, fresh=False):
+        p = env.prompt(lora=lora)
+        p[env.loader_id]["inputs"]["quantization"] = "fp8_e4m3fn"
+        outputs = [env.sampler_id] + ([LORA_ID] if lora else [])
+        result = comfy.run(p, outputs=outputs, fresh=fresh)
+        assert result.success, result.execution_error()
+        assert len([t for n, t in comfy.stub.progress_text if n == env.sampler_id]) == STEPS   # not cached
+        latent = result.values[env.sampler_id][0][0]
+        return latent.video, (result.values[LORA_ID][1][0] if lora else None)
+
+    base_q, _ = run(fresh=True)                   # a model that never saw the LoRA
+    lora_q, info = run({"lora": "community_wan22.safetensors"})
+    assert "(alongside)" in info and "(merged)" not in info, info
+    assert not torch.equal(lora_q, base_q)
+    lora_f, _, _, _ = env.sample(lora={"lora": "community_wan22.safetensors"})
+    assert (lora_q - lora_f).norm() / lora_f.norm() < 0.2
+    again, _ = run()
+    assert torch.equal(again, base_q)
+
+
 def test_lora_that_fits_nothing_is_a_readable_error_naming_its_family(env, comfy):
     result = comfy.run(env.prompt(lora={"lora": "flux_style_by_mistake.safetensors"}))
     assert result.valid, result.node_errors

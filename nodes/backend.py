@@ -163,9 +163,11 @@ def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, 
            settings, guidance=None, on_step=None, should_stop=None) -> AVLatent:
     from ..models.lora import LoraStack, apply_lora_stack
     text_dim = handle.generator.config.video_dit.text_dim
-    for name, cond in (("positive", positive), ("negative", negative)):
-        if cond.context.shape[-1] != text_dim:
-            raise InputError(f"the {name} prompt was encoded {cond.context.shape[-1]} wide but this MOVA model "
+    audio_negative = getattr(guidance, "audio_negative", None)   # MOVA Bridge Guidance's optional prompt
+    for name, context in (("positive", positive.context), ("negative", negative.context),
+                          ("audio negative", audio_negative)):
+        if context is not None and context.shape[-1] != text_dim:
+            raise InputError(f"the {name} prompt was encoded {context.shape[-1]} wide but this MOVA model "
                              f"expects {text_dim}: text encoder and model do not belong together. Use the text "
                              "encoder of the same MOVA folder (umT5-xxl, 4096, for the released models).")
     # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).

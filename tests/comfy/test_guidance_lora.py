@@ -331,6 +331,20 @@ def test_guidance_range_and_limits_are_validation_errors(env, comfy):
     assert not result.valid and "a2v_bridge_scale" in json.dumps(result.node_errors)
 
 
+def test_audio_negative_from_another_text_encoder_is_a_readable_error(env, comfy):
+    nodes = comfy.nodes.NODE_CLASS_MAPPINGS
+    wide = nodes["MOVAConditioningFromCLIP"].execute(conditioning=[[torch.zeros(1, 5, 4096), {}]]).args[0]
+    guidance = nodes["MOVABridgeGuidance"].execute(5.0, 5.0, 2.0, 2.0, "nested", "both", 0.0, 1.0, False,
+                                                   audio_negative=wide).args[0]
+    p = env.prompt()
+    s = p[env.sampler_id]["inputs"]
+    values = comfy.run(p, outputs=[s["positive"][0], s["negative"][0]]).values
+    pos, neg = values[s["positive"][0]][0][0], values[s["negative"][0]][0][0]
+    with pytest.raises(Exception, match="audio negative prompt was encoded 4096 wide") as err:
+        env.pack_module("nodes.backend").sample(env.handle, pos, neg, latent=None, settings=None, guidance=guidance)
+    assert type(err.value).__name__ == "InputError"
+
+
 def test_neutral_guidance_is_the_released_cfg_bitwise_and_bridge_guidance_changes_it(env):
     base_v, base_a, _, _ = env.sample()
     v, a, _, _ = env.sample(guidance={"a2v_bridge_scale": 1.0, "v2a_bridge_scale": 1.0})

@@ -144,6 +144,15 @@ def _num(x):
     return None if x is None or not math.isfinite(float(x)) else round(float(x), 2)
 
 
+def write_mp4s(clips, prompts, folder: Path) -> None:
+    """H.264 + AAC previews (enlarged 4x) named after the prompt index and seed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, ((video, audio), p) in enumerate(zip(clips, prompts)):
+        clip = scenes.Clip(video=video, audio=audio, impacts_s=[], caption=p.prompt, fps=scenes.FPS,
+                           sample_rate=scenes.SAMPLE_RATE)
+        scenes.write_mp4(clip, folder / f"{i:02d}_seed{p.seed}.mp4")
+
+
 def references(toy: Toy, prompts) -> dict:
     """Detectors on the rendered eval scenes, and on the same clips after the toy VAEs."""
     clips = [scenes.render(scenes.scene_for_seed(p.seed, p.colour, p.shape, p.sound)) for p in prompts]
@@ -170,6 +179,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quant", default="bf16,fp8_e4m3fn,nf4,int8", help="quantization modes ('' to skip)")
     parser.add_argument("--fast", action="store_true", help="only bridge_on / bridge_off (no sweep, quant, references)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mp4", type=Path, default=None, help="also write the bridge_on clips as mp4 here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.clips < 1 or args.steps < 1:
@@ -183,7 +193,11 @@ def main(argv=None) -> int:
         try:
             clips = generate(toy, toy.generator(mode), prompts, args.steps, args.cfg, guidance_fn)
             rows[label] = {**extra, **score(clips, prompts)}
-        except (ImportError, RuntimeError, NotImplementedError) as exc:   # e.g. a quantization backend missing
+            if args.mp4 is not None and label == "bridge_on":
+                write_mp4s(clips, prompts, args.mp4)
+        except Exception as exc:   # noqa: BLE001  e.g. a quantization backend that cannot run here: report it
+            if mode == "fp32":
+                raise
             rows[label] = {**extra, "error": f"{type(exc).__name__}: {exc}"}
         rows[label]["seconds"] = round(time.monotonic() - t, 1)
         s = rows[label].get("sync", {})
@@ -194,6 +208,9 @@ def main(argv=None) -> int:
     run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off")
     if not args.fast:
         for s in [float(x) for x in args.sweep.split(",") if x.strip()]:
+            if s == 1.0:   # nested dual CFG at bridge scale 1 is exactly the released text CFG
+                rows["guidance_bridge_1"] = {**rows["bridge_on"], "bridge_scale": 1.0, "same_as": "bridge_on"}
+                continue
             gs = GuidanceSettings(video_text_scale=args.cfg, audio_text_scale=args.cfg, a2v_scale=s, v2a_scale=s)
             run(f"guidance_bridge_{s:g}", guidance_fn=lambda gs=gs: DualGuidance(gs), bridge_scale=s)
         for mode in [m.strip() for m in args.quant.split(",") if m.strip()]:

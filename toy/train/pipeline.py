@@ -19,7 +19,7 @@ from .. import captions
 from . import configs
 from .common import render_pool
 
-DEFAULTS = {"video_vae_steps": 500, "audio_vae_steps": 400, "clips": 512, "dit_steps": 800, "batch": 8}
+DEFAULTS = {"video_vae_steps": 1100, "audio_vae_steps": 900, "clips": 512, "dit_steps": 2600, "batch": 8}
 
 
 @dataclass(frozen=True)

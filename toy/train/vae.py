@@ -21,7 +21,15 @@ from safetensors.torch import save_file
 
 from .common import Checkpoint, Log, channels_last, render_pool, rng_for, video_tensor
 
-VIDEO_WINDOW, CELLS = 5, 4     # 5 pixel frames = 2 latent frames; 4x4 latent cells = 32x32 px
+CELLS = 4                      # 4x4 latent cells = 32x32 px crops
+# Pixel frames per window: 5 = the first latent frame + one chunk; from step 1100 on, 9 = + a chunk that
+# decodes with a real cached chunk before it (the steady state of a full clip, unseen with 5 frames:
+# without it the decoded motion lagged by 40-140 ms).
+WINDOWS = ((0, 5), (1100, 9))
+
+
+def video_window(step: int) -> int:
+    return [w for start, w in WINDOWS if step >= start][-1]
 # The video encoder only makes the first-frame conditioning y: it is frozen (and saved) after this many
 # steps so the tower training can start while the decoder keeps learning (decoder-only steps are faster).
 ENCODER_STEPS = 80
@@ -57,12 +65,12 @@ def video_pool(first_seed: int, count: int):
     return out
 
 
-def _video_batch(pool, rng, batch: int):
+def _video_batch(pool, rng, batch: int, window: int = 5):
     xs, zs, ws = [], [], []
     for _ in range(batch):
         pixels, masks, bg, scene = pool[rng.integers(len(pool))]
-        s = int(rng.integers(0, pixels.shape[1] - VIDEO_WINDOW + 1))
-        m = masks[s:s + VIDEO_WINDOW]
+        s = int(rng.integers(0, pixels.shape[1] - window + 1))
+        m = masks[s:s + window]
         z = L.video_latent(m, bg, scene)                                   # [16, 2, 8, 8]
         if rng.random() < 0.85 and m[0].any():                             # crop around the object
             ys, xs_ = np.nonzero(m[0] > 0.5) if (m[0] > 0.5).any() else np.nonzero(m[0])
@@ -73,7 +81,7 @@ def _video_batch(pool, rng, batch: int):
             cy, cx = int(rng.integers(0, 8)), int(rng.integers(0, 8))
         y0, x0 = min(max(cy - CELLS // 2, 0), 8 - CELLS), min(max(cx - CELLS // 2, 0), 8 - CELLS)
         py, px = slice(y0 * L.CELL, (y0 + CELLS) * L.CELL), slice(x0 * L.CELL, (x0 + CELLS) * L.CELL)
-        xs.append(pixels[:, s:s + VIDEO_WINDOW, py, px])
+        xs.append(pixels[:, s:s + window, py, px])
         zs.append(torch.from_numpy(z[:, :, y0:y0 + CELLS, x0:x0 + CELLS]))
         ws.append(1.0 + 15.0 * torch.from_numpy(m[None, :, py, px] > 0.05).float())
     return torch.stack(xs), torch.stack(zs), torch.stack(ws)
@@ -97,7 +105,7 @@ def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch
         if step >= ENCODER_STEPS and not frozen.is_file():
             save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(ENCODER_KEYS)}, str(frozen))
         train_encoder = step < ENCODER_STEPS
-        x, z, w = _video_batch(pool, rng_for(seed, step), batch)
+        x, z, w = _video_batch(pool, rng_for(seed, step), batch, video_window(step))
         x = x.contiguous(memory_format=torch.channels_last_3d)
         err = decode_train(vae, z) - x
         loss_dec = (w * (err.abs() + err.square())).mean()

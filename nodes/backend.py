@@ -18,6 +18,7 @@ from ..models import sampler as sampler_mod
 from ..models import text_encoder as text_mod
 from ..models import video_vae as video_vae_mod
 from ..models.errors import InputError
+from .memory import load_for_sampling, make_patcher
 from .types import AVLatent, Conditioning
 
 log = logging.getLogger("mova")
@@ -43,6 +44,7 @@ class ModelHandle:
     engine: object = None
     lora: object = None
     lora_unmerged: bool = False     # MOVA LoRA node "apply: alongside": never merge into the weights
+    patcher: object = None          # memory.MovaPatcher: ComfyUI loads/unloads the generator through it
 
 
 def device() -> torch.device:
@@ -86,7 +88,8 @@ def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) 
         files = _weight_files(folder, paths) if options.offload == "disk" else None
         engine = OffloadEngine(experts, generator.audio, generator.bridge, settings, device(), files)
         log.info("MOVA offload: %s, %d resident layers", settings.storage, options.resident_layers)
-    return ModelHandle(generator=generator, options=options, device=device(), engine=engine)
+    return ModelHandle(generator=generator, options=options, device=device(), engine=engine,
+                       patcher=make_patcher(generator, engine, device()))
 
 
 def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:
@@ -170,6 +173,8 @@ def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, 
             raise InputError(f"the {name} prompt was encoded {context.shape[-1]} wide but this MOVA model "
                              f"expects {text_dim}: text encoder and model do not belong together. Use the text "
                              "encoder of the same MOVA folder (umT5-xxl, 4096, for the released models).")
+    if handle.patcher is not None:   # through ComfyUI: may free other models; reloads after a /free
+        load_for_sampling(handle.patcher)
     # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).
     report = apply_lora_stack(handle.generator, handle.lora or LoraStack(), unmerged=handle.lora_unmerged)
     if handle.lora is not None and handle.lora.entries:

@@ -93,11 +93,9 @@ class Env:
         self.ids = {v["class_type"]: k for k, v in base.items()}
         self.base = base
         self.sampler_id, self.loader_id = self.ids["MOVASampler"], self.ids["MOVAModelLoader"]
-        handle = comfy.run(base, outputs=[self.loader_id]).values[self.loader_id][0][0]
-        self.handle, self.gen = handle, handle.generator
+        g = self.gen
         self.loras = Path(comfy.folder_paths.get_folder_paths("loras")[0])
         self.loras.mkdir(parents=True, exist_ok=True)
-        g = self.gen
         self.counts = {"video": len(linears(g.video_high)), "audio": len(linears(g.audio)),
                        "bridge": len(linears(g.bridge, ("audio_to_video", "video_to_audio")))}
         write_kohya(self.loras / "community_wan22.safetensors", factors(g.video_high, 1))
@@ -116,6 +114,15 @@ class Env:
             flux[f"lora_unet_{key}.lora_up.weight"] = torch.zeros(9216, 4)
         save_file(flux, str(self.loras / "flux_style_by_mistake.safetensors"))
         self.seed = 11
+
+    @property
+    def handle(self):
+        """The loader's current output (re-run by ComfyUI whenever another test changed its inputs)."""
+        return self.comfy.run(self.base, outputs=[self.loader_id]).values[self.loader_id][0][0]
+
+    @property
+    def gen(self):
+        return self.handle.generator
 
     def pack_module(self, name):
         """A module of the pack as ComfyUI imported it (e.g. "nodes.lora"), never a second copy."""

@@ -1,0 +1,129 @@
+"""The committed toy MOVA (embedded/mova-toy): loads through the real loaders with strict validation,
+generates finite outputs of the right shapes, and its training code is deterministic and resumable."""
+import json
+
+import pytest
+import torch
+
+from mova_pack.models import sampler as sampler_mod
+from mova_pack.models.audio_vae import load_audio_vae
+from mova_pack.models.conditioning import first_frame_y, latent_shapes
+from mova_pack.models.config import WAN21_LATENTS_STD, load_mova_config
+from mova_pack.models.errors import CheckpointError
+from mova_pack.models.generator import load_generator
+from mova_pack.models.text_encoder import load_text_encoder
+from mova_pack.models.video_vae import load_video_vae
+from mova_pack.toy import scenes
+from mova_pack.toy.train import configs, dit, pipeline
+
+MODEL = configs.MODEL_DIR
+FOLDERS = ("scheduler", "tokenizer", "text_encoder", "video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge",
+           "audio_vae", "video_vae")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_folder_has_the_released_layout_and_is_small():
+    assert (MODEL / "model_index.json").is_file(), "embedded/mova-toy missing: run scripts/train_toy.py"
+    for name in FOLDERS:
+        assert (MODEL / name).is_dir(), name
+        if name not in ("scheduler", "tokenizer"):
+            assert (MODEL / name / "config.json").is_file(), name
+            assert list((MODEL / name).glob("*.safetensors")), name
+    size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
+    assert size < 40e6, f"toy model is {size / 1e6:.1f} MB"
+
+
+def test_configs_are_consistent():
+    cfg = load_mova_config(MODEL)
+    assert cfg.video_dit.in_dim == cfg.video_vae.z_dim + 4 + cfg.video_vae.z_dim == 36
+    assert cfg.audio_dit.in_dim == cfg.audio_dit.out_dim == cfg.audio_vae.latent_dim
+    assert cfg.audio_vae.hop_length == 960 and cfg.audio_vae.sample_rate == 48000
+    assert cfg.bridge.audio_fps == 50.0 and cfg.bridge.interaction_layers == tuple(range(cfg.audio_dit.num_layers))
+    assert cfg.video_vae.latents_std != WAN21_LATENTS_STD   # measured on toy clips, not Wan's
+    index = json.loads((MODEL / "model_index.json").read_text())
+    assert index["boundary_ratio"] == 0.9
+
+
+@pytest.fixture(scope="module")
+def toy():
+    gen = load_generator(MODEL, dtype=torch.float32)
+    return {"gen": gen, "text": load_text_encoder(MODEL, dtype=torch.float32),
+            "video_vae": load_video_vae(MODEL / "video_vae"), "audio_vae": load_audio_vae(MODEL / "audio_vae")}
+
+
+def test_loads_both_experts_strictly(toy, tmp_path):
+    gen = toy["gen"]
+    assert gen.video_high is not None and gen.video_low is not None
+    # the trained expert is copied into both slots
+    for a, b in zip(gen.video_high.state_dict().values(), gen.video_low.state_dict().values()):
+        assert torch.equal(a, b)
+    # strict validation: a truncated copy of a component is refused
+    import shutil
+    from safetensors.torch import load_file, save_file
+    bad = tmp_path / "mova"
+    shutil.copytree(MODEL, bad)
+    f = bad / "audio_dit" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(f))
+    sd.pop(sorted(sd)[0])
+    save_file(sd, str(f))
+    with pytest.raises(CheckpointError):
+        load_generator(bad, dtype=torch.float32)
+
+
+def test_tokenizer_knows_the_caption_words(toy):
+    ids, mask = toy["text"].tokenize("a red ball bouncing on a wooden floor, hollow knock")
+    tokens = ids[0, : int(mask.sum())].tolist()
+    assert tokens[-1] == 1 and 2 not in tokens   # EOS at the end, no <unk>
+    a, b = toy["text"].encode(["a red ball bouncing on a metal plate, metal clang",
+                                "a blue ball bouncing on a metal plate, metal clang"])
+    assert a.shape == (512, configs.TEXT_DIM) and not torch.equal(a, b)
+
+
+def test_short_generation_is_finite_with_the_right_shapes(toy):
+    gen, vae, avae = toy["gen"], toy["video_vae"], toy["audio_vae"]
+    w, frames, fps = scenes.WIDTH, scenes.FRAMES, scenes.FPS
+    vshape, ashape = latent_shapes(gen.config, w, w, frames, fps)
+    assert vshape == (1, 16, 13, 8, 8) and ashape == (1, configs.AUDIO_LATENT, 103)
+    noise = sampler_mod.make_noise(3, vshape, ashape)
+    y = first_frame_y(vae, w, w, frames)
+    pos = toy["text"].encode(["a green square bounces on a drum skin with deep drum thuds"])
+    neg = toy["text"].encode([configs.NEGATIVE_PROMPT])
+    video, audio = sampler_mod.sample(gen, *noise, pos, neg, y, sampler_mod.SamplerSettings(steps=2, video_fps=fps))
+    assert video.shape == vshape and audio.shape == ashape
+    assert torch.isfinite(video).all() and torch.isfinite(audio).all()
+    wave = avae.decode(audio)
+    assert wave.shape == (1, 1, 103 * 960) and torch.isfinite(wave).all() and wave.abs().max() <= 1
+    pixels = vae.decode(video[:, :, :2])   # two latent frames are enough for the shape check
+    assert pixels.shape == (1, 3, 5, 64, 64) and torch.isfinite(pixels).all()
+
+
+def _fake_latents(work, n=4):
+    g = torch.Generator().manual_seed(0)
+    torch.save({"video": torch.randn(n, 16, 13, 8, 8, generator=g),
+                "audio": torch.randn(n, configs.AUDIO_LATENT, 103, generator=g),
+                "caption_ids": torch.tensor([0, 1, 0, 1][:n]), "contexts": torch.randn(4, 512, configs.TEXT_DIM, generator=g),
+                "prompts": ["a", "b", configs.NEGATIVE_PROMPT, ""],
+                "impacts": [[0.5]] * n}, work / "latents.pt")
+
+
+def test_dit_training_is_deterministic_and_resumes(tmp_path):
+    cfg = configs.mova_config()
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    for w in (straight, resumed):
+        w.mkdir()
+        _fake_latents(w)
+    y = torch.randn(1, 20, 13, 8, 8, generator=torch.Generator().manual_seed(1))
+    a = dit.train_dit(pipeline.Options(work=straight, out=tmp_path / "x", dit_steps=3, batch=2), cfg, y)
+    dit.train_dit(pipeline.Options(work=resumed, out=tmp_path / "x", dit_steps=2, batch=2), cfg, y)   # saves at its end
+    b = dit.train_dit(pipeline.Options(work=resumed, out=tmp_path / "x", dit_steps=3, batch=2), cfg, y)
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
+    lines = (resumed / "dit.log.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 3

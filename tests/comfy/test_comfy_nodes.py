@@ -50,7 +50,9 @@ def test_mova_folder_registered_and_embedded_model_is_the_default(ready):
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_workflow_runs_and_writes_mp4(ready, path):
     ui = load_workflow(path)
-    result = ready.run(ready.convert(ui))
+    # A fresh executor: whatever this graph does to the models it loads (a LoRA merged into the
+    # weights, …) stays in its own cache instead of the shared one later tests reuse.
+    result = ready.run(ready.convert(ui), fresh=True)
     assert result.valid, result.node_errors
     assert result.success, result.execution_error()
     videos = [f for f in result.files() if f["filename"].endswith(".mp4")]
@@ -72,7 +74,7 @@ def test_workflow_saved_before_inputs_were_appended_still_runs(ready, path):
                                                       "audio_cfg", "schedule")])
     prompt = ready.convert(ui)
     assert node_of(prompt, "MOVASampler")["inputs"]["schedule"] == "mova"   # appended input -> default
-    result = ready.run(prompt)
+    result = ready.run(prompt, fresh=True)
     assert result.valid, result.node_errors
     assert result.success, result.execution_error()
     assert [f for f in result.files() if f["filename"].endswith(".mp4")]

@@ -1,11 +1,7 @@
-"""Makes the repo importable as the package `mova_pack` without running the ComfyUI entry point."""
+"""Makes the repo importable as the package `mova_pack` without running the ComfyUI entry point
+(the same shim the scripts use: scripts/_pack.py)."""
 import sys
-import types
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if "mova_pack" not in sys.modules:
-    pkg = types.ModuleType("mova_pack")
-    pkg.__path__ = [str(ROOT)]
-    pkg.__file__ = str(ROOT / "__init__.py")
-    sys.modules["mova_pack"] = pkg
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import _pack  # noqa: E402,F401  (registers `mova_pack`)

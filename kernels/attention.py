@@ -43,15 +43,23 @@ def get_attention_settings() -> AttentionSettings:
     return _settings
 
 
-def _sage_problem(q: torch.Tensor, head_dim: int) -> str | None:
-    """Why SageAttention cannot run these tensors, or None when it can."""
+def _fused_kernel_problem(q: torch.Tensor, kernel: str) -> str | None:
+    """What both fused kernels need: a CUDA device of sm_80 or newer and fp16/bf16 tensors."""
     cap = cuda_capability(q.device)
     if cap is None:
-        return f"tensors are on {q.device.type}, SageAttention needs CUDA"
+        return f"tensors are on {q.device.type}, {kernel} needs CUDA"
     if cap < (8, 0):
         return f"GPU sm_{cap[0]}{cap[1]} is older than sm_80"
     if q.dtype not in _HALF:
         return f"dtype {q.dtype} (needs fp16/bf16)"
+    return None
+
+
+def _sage_problem(q: torch.Tensor, head_dim: int) -> str | None:
+    """Why SageAttention cannot run these tensors, or None when it can."""
+    problem = _fused_kernel_problem(q, "SageAttention")
+    if problem:
+        return problem
     if head_dim not in (64, 96, 128):
         return f"head_dim {head_dim} (needs 64/96/128)"
     if optional_import("sageattention") is None:
@@ -60,13 +68,9 @@ def _sage_problem(q: torch.Tensor, head_dim: int) -> str | None:
 
 
 def _flash_problem(q: torch.Tensor, head_dim: int) -> str | None:
-    cap = cuda_capability(q.device)
-    if cap is None:
-        return f"tensors are on {q.device.type}, flash-attention needs CUDA"
-    if cap < (8, 0):
-        return f"GPU sm_{cap[0]}{cap[1]} is older than sm_80"
-    if q.dtype not in _HALF:
-        return f"dtype {q.dtype} (needs fp16/bf16)"
+    problem = _fused_kernel_problem(q, "flash-attention")
+    if problem:
+        return problem
     if head_dim > 256 or head_dim % 8:
         return f"head_dim {head_dim} (needs a multiple of 8, at most 256)"
     if optional_import("flash_attn_interface") is None and optional_import("flash_attn") is None:

@@ -331,5 +331,20 @@ class OffloadEngine:
     def unit_bytes(self, i: int) -> int:
         return sum(g.nbytes for g in self.unit(i))
 
+    def is_resident(self, i: int) -> bool:
+        """Unit i stays on the compute device between forwards (not streamed)."""
+        return self._resident(i)
+
+    def resident_bytes(self) -> int:
+        """Bytes on the compute device after to(): the stems and the resident units of the active expert."""
+        stems = sum(g.nbytes for g in self.stems.values())
+        return stems + sum(self.unit_bytes(i) for i in range(self.num_units) if self._resident(i))
+
+    def peak_bytes(self) -> int:
+        """resident_bytes() plus the streamed units in flight while sampling: one, two when a CUDA side
+        stream prefetches the next unit. What ComfyUI should reserve for this model."""
+        streamed = [self.unit_bytes(i) for i in range(self.num_units) if not self._resident(i)]
+        return self.resident_bytes() + (2 if self._stream is not None else 1) * max(streamed, default=0)
+
     def total_bytes(self) -> int:
         return sum(g.nbytes for g in list(self.stems.values()) + list(self.blocks.values()))

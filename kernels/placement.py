@@ -7,13 +7,18 @@
 - pre-quantized file (mova_quant metadata): layers become quantized shells, tensors are mapped from
   the file (zero-copy mmap on CPU);
 - bf16 file + a quantized mode: weights are quantized tensor by tensor while reading (peak = one
-  bf16 tensor); with storage "disk" the quantized copy is written once to `cache_dir` and streamed;
+  bf16 tensor); with storage "disk" a quantized copy is written once under `cache_dir` (keyed by the
+  source files and settings, see stream_files) and streamed from there;
 - offload None: everything is moved to `device`.
 Returns the OffloadEngine (or None without offload); modules are ready for joint_forward.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -88,16 +93,51 @@ def _shells_from(module: nn.Module, files, name: str, dtype: torch.dtype, quant:
         make_quantized_shells(module, {p: file_quant_mode(files) for p in layers}, quant.fp8_fast_matmul)
 
 
+def cache_key(files, name: str, dtype: torch.dtype, quant: QuantSettings) -> str:
+    """Names the quantized copy of `files`: changes when a source file is replaced (path, size, mtime)
+    or when the copy would come out differently (mode, fp8 scale, dtype, file format)."""
+    from .quant_io import FORMAT_VERSION
+    sources = []
+    for f in files:
+        st = Path(f).stat()
+        sources.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
+    spec = {"sources": sources, "component": name, "mode": quant.mode, "fp8_scale": quant.fp8_scale,
+            "dtype": str(dtype), "format": FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _complete_cache(path: Path, key: str) -> bool:
+    """A finished copy: safetensors checks the header against the file size (a truncated file fails to
+    open) and the metadata carries the key it was written for."""
+    if not path.is_file():
+        return False
+    try:
+        return read_metadata(path).get("mova_cache_key") == key
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is rewritten
+        log.warning("mova: ignoring the unreadable quantized cache %s (%s); writing it again", path, exc)
+        return False
+
+
 def stream_files(files, name: str, dtype: torch.dtype, quant: QuantSettings, cache_dir) -> list[Path]:
-    """Files that hold exactly what the streamed module needs; writes a quantized cache file if not."""
+    """Files that hold exactly what the streamed module needs. For a bf16 source and a quantized mode
+    that is a quantized copy in `cache_dir/<key>/<name>.safetensors`, written once (to a temporary name,
+    renamed when complete, so an interrupted write is never used) and reused while the sources stay."""
     files = [Path(f) for f in files]
     if file_quant_mode(files) is not None or not quant.quantized:
         return files
-    cache = Path(cache_dir) / f"{name}.{quant.mode}.{quant.fp8_scale}.safetensors"
-    if not cache.is_file():
-        log.info("mova: writing the %s copy of %s to %s (once)", quant.mode, name, cache)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        quantize_file(files, cache, quant, name)
+    key = cache_key(files, name, dtype, quant)
+    cache = Path(cache_dir) / key / f"{name}.safetensors"
+    if _complete_cache(cache, key):
+        log.info("mova: streaming %s from its %s copy %s (cached)", name, quant.mode, cache)
+        return [cache]
+    log.info("mova: writing the %s copy of %s to %s (once per source file)", quant.mode, name, cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        quantize_file(files, tmp, quant, name, dtype=dtype, extra_meta={"mova_cache_key": key})
+        os.replace(tmp, cache)
+    finally:
+        tmp.unlink(missing_ok=True)
     return [cache]
 
 

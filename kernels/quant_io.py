@@ -54,17 +54,24 @@ def iter_safetensors(paths) -> Iterable[tuple[str, torch.Tensor]]:
                 yield key, f.get_tensor(key)
 
 
-def quantize_file(sources, dest, settings: QuantSettings, component: str) -> dict[str, str]:
-    """Write a pre-quantized copy of a bf16 component file (or its shards) to `dest`."""
+def quantize_file(sources, dest, settings: QuantSettings, component: str, dtype: torch.dtype | None = None,
+                  extra_meta: dict | None = None) -> dict[str, str]:
+    """Write a pre-quantized copy of a bf16 component file (or its shards) to `dest`. With `dtype`,
+    floating tensors are cast to it first (as the loader does), so the copy equals quantizing the loaded
+    module."""
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     for src in sources:
         meta = read_metadata(src)
         if "mova_quant" in meta:
             raise CheckpointError(f"{src} is already quantized ({meta['mova_quant']}); quantize the bf16 "
                                   "release file instead.")
-    out = {k: t.contiguous() for k, t in quantize_items(iter_safetensors(sources), settings)}
+    items = iter_safetensors(sources)
+    if dtype is not None:
+        items = ((k, t.to(dtype) if t.is_floating_point() and t.element_size() > 1 else t) for k, t in items)
+    out = {k: t.contiguous() for k, t in quantize_items(items, settings)}
     meta = quant_metadata(settings.mode, component,
-                          **({"mova_fp8_scale": settings.fp8_scale} if settings.mode == "fp8_e4m3fn" else {}))
+                          **({"mova_fp8_scale": settings.fp8_scale} if settings.mode == "fp8_e4m3fn" else {}),
+                          **(extra_meta or {}))
     save_file(out, str(dest), metadata=meta)
     return meta
 

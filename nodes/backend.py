@@ -67,27 +67,58 @@ def _weight_files(folder: Path | None, paths: dict | None) -> dict:
     return {n: [str(p) for p in resolve_files(src, n)] for n, src in sources.items()}
 
 
+def _quant_cache_dir() -> Path:
+    """Quantized copies for streaming live in ComfyUI's temp folder (ComfyUI empties it at start-up)."""
+    import folder_paths
+    return Path(folder_paths.get_temp_directory()) / "mova_quant"
+
+
+def _stream_quantized(generator, options: LoadOptions, files: dict, dtype: torch.dtype):
+    """Quantize on the fly + stream from disk: each tower is rebuilt on the meta device and streamed
+    from a quantized copy of its files (written once to the temp folder, reused while the files stay).
+    The loaded towers are dropped; their tensors were mapped from the same files."""
+    from ..kernels.offload import OffloadSettings
+    from ..kernels.placement import place_towers
+    towers = {}
+    for name, attr in generator_mod.COMPONENTS.items():
+        module = getattr(generator, attr)
+        if module is not None:
+            with torch.device("meta"):
+                module = type(module)(module.cfg)
+            setattr(generator, attr, module)
+        towers[name] = module
+    settings = OffloadSettings(resident_units=options.resident_layers, storage="disk")
+    quant_settings = quant.QuantSettings(mode=options.quantization)
+    return place_towers(towers, files, dtype, quant_settings, settings, device(), _quant_cache_dir())
+
+
+def _place_loaded(generator, options: LoadOptions, folder=None, paths=None):
+    """The loaded towers onto the device, or into an offload engine (returned)."""
+    if options.offload == "none":
+        generator.to(device())
+        return None
+    from ..kernels.offload import OffloadEngine, OffloadSettings
+    experts = {n: m for n, m in (("video_dit", generator.video_high), ("video_dit_2", generator.video_low))
+               if m is not None}
+    settings = OffloadSettings(resident_units=options.resident_layers,
+                               storage="disk" if options.offload == "disk" else "cpu_pinned")
+    files = _weight_files(folder, paths) if options.offload == "disk" else None
+    return OffloadEngine(experts, generator.audio, generator.bridge, settings, device(), files)
+
+
 def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) -> ModelHandle:
-    if options.quantization != "none":
-        if options.offload == "disk":
-            raise InputError("offload=disk streams the weights exactly as stored in the files, so it cannot be "
-                             "combined with on-the-fly quantization; use offload=cpu, or a pre-quantized file.")
-        for name in ("video_high", "video_low", "audio", "bridge"):
+    quantized = options.quantization != "none"
+    if quantized and options.offload == "disk":
+        engine = _stream_quantized(generator, options, _weight_files(folder, paths), generator.dtype)
+    else:
+        for name in ("video_high", "video_low", "audio", "bridge") if quantized else ():
             module = getattr(generator, name, None)
             if module is not None:
                 quant.quantize_module(module, options.quantization)
-    engine = None
-    if options.offload == "none":
-        generator.to(device())
-    else:
-        from ..kernels.offload import OffloadEngine, OffloadSettings
-        experts = {n: m for n, m in (("video_dit", generator.video_high), ("video_dit_2", generator.video_low))
-                   if m is not None}
-        settings = OffloadSettings(resident_units=options.resident_layers,
-                                   storage="disk" if options.offload == "disk" else "cpu_pinned")
-        files = _weight_files(folder, paths) if options.offload == "disk" else None
-        engine = OffloadEngine(experts, generator.audio, generator.bridge, settings, device(), files)
-        log.info("MOVA offload: %s, %d resident layers", settings.storage, options.resident_layers)
+        engine = _place_loaded(generator, options, folder, paths)
+    if engine is not None:
+        log.info("MOVA offload: %s, %d resident layers%s", engine.settings.storage, options.resident_layers,
+                 f", {options.quantization}" if quantized else "")
     return ModelHandle(generator=generator, options=options, device=device(), engine=engine,
                        patcher=make_patcher(generator, engine, device()))
 

@@ -21,14 +21,8 @@ log = logging.getLogger("mova")
 
 def _footprint(generator, engine) -> int:
     """Bytes on the compute device while sampling: everything, or (offload) the engine's stems and
-    resident units plus the one streamed unit it holds at a time."""
-    if engine is None:
-        return module_bytes(generator)
-    resident = sum(g.nbytes for g in engine.stems.values())
-    units = [engine.unit_bytes(i) for i in range(engine.num_units)]
-    kept = [b for i, b in enumerate(units) if engine._resident(i)]
-    streamed = [b for i, b in enumerate(units) if not engine._resident(i)]
-    return resident + sum(kept) + (max(streamed) if streamed else 0)
+    resident units plus the streamed unit(s) in flight."""
+    return module_bytes(generator) if engine is None else engine.peak_bytes()
 
 
 class MovaPatcher(comfy.model_patcher.ModelPatcher):

@@ -243,4 +243,79 @@ def test_place_towers_from_files(mode, storage, prequantized, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(out, expected))
     assert (engine is None) == (storage is None)
     if storage == "disk" and mode != "bf16" and not prequantized:
-        assert (tmp_path / "cache" / f"video_dit.{mode}.tensor.safetensors").is_file()
+        assert len(list((tmp_path / "cache").glob("*/video_dit.safetensors"))) == 1
+
+
+def test_quantized_stream_cache_is_keyed_reused_and_never_half_used(tmp_path):
+    """The quantized copy for streaming: one per (sources, mode, scale, dtype); reused while complete;
+    a truncated file is rewritten and leftover temporary files are never read."""
+    from mova_pack.kernels.placement import cache_key, stream_files
+    ref = [m.bfloat16() for m in _build()]
+    src = _save(ref, tmp_path)["video_dit"]
+    fp8, int8 = QuantSettings(mode="fp8_e4m3fn"), QuantSettings(mode="int8")
+    cache_dir = tmp_path / "cache"
+    first = stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir)[0]
+    assert first.parent.name == cache_key(src, "video_dit", torch.bfloat16, fp8)
+    assert read_metadata(first)["mova_quant"] == "fp8_e4m3fn" and not list(cache_dir.rglob("*.partial"))
+    stamp = (first.stat().st_ino, first.stat().st_mtime_ns)
+    assert stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir) == [first]
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == stamp           # reused, not rewritten
+    keys = {cache_key(src, "video_dit", torch.bfloat16, q) for q in (fp8, int8, QuantSettings(
+        mode="fp8_e4m3fn", fp8_scale="channel"))} | {cache_key(src, "video_dit", torch.float32, fp8)}
+    assert len(keys) == 4                                                      # every setting has its own copy
+    from safetensors.torch import load_file
+    good, raw = {k: t.clone() for k, t in load_file(first).items()}, first.read_bytes()
+    first.write_bytes(raw[: len(raw) // 2])                                    # an interrupted copy
+    (first.parent / f".{first.name}.123.abcd.partial").write_bytes(raw[:100])
+    again = stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir)[0]
+    assert again == first and again.stat().st_size == len(raw)
+    rewritten = load_file(again)
+    assert rewritten.keys() == good.keys() and all(torch.equal(rewritten[k], good[k]) for k in good)
+    os.utime(src[0], ns=(1, 1))                                                # the source file changed
+    assert cache_key(src, "video_dit", torch.bfloat16, fp8) != first.parent.name
+
+
+def test_cached_copy_equals_quantizing_the_loaded_module(tmp_path):
+    """The copy is made from weights cast to the load dtype, as quantize_module sees them: fp32 files
+    loaded as bf16 stream exactly what quantizing the loaded bf16 module gives."""
+    from mova_pack.kernels.placement import place_towers
+    ref = _build()
+    files = _save(ref, tmp_path)                                               # fp32 files
+    ref = [m.bfloat16() for m in ref]
+    ref[2].rotary.rebuild_buffers()
+    for m in ref:
+        quantize_module(m, "int8")
+    x = {k: (v.bfloat16() if torch.is_tensor(v) else v) for k, v in _inputs().items()}
+    with torch.no_grad():
+        expected = joint_forward(*ref, **x)
+    towers = dict(zip(NAMES, _build(meta=True)))
+    place_towers(towers, files, torch.bfloat16, QuantSettings(mode="int8"), OffloadSettings(storage="disk"), "cpu",
+                 tmp_path / "cache")
+    with torch.no_grad():
+        out = joint_forward(*towers.values(), **x)
+    assert all(torch.equal(a, b) for a, b in zip(out, expected))
+
+
+@pytest.mark.parametrize("resident", [0, 2, -1])
+def test_resident_and_peak_bytes_are_what_the_device_holds(resident):
+    """resident_bytes() = the device's share after to(); peak_bytes() adds the one streamed unit that
+    a forward brings in (no CUDA side stream here) and is the largest the device holds in a forward."""
+    towers = _build()
+    engine = OffloadEngine(*towers, OffloadSettings(resident_units=resident, storage="cpu_pinned"), "cpu")
+    assert engine.device_bytes() == engine.resident_bytes()
+    assert [engine.is_resident(i) for i in range(engine.num_units)] == [
+        resident < 0 or i < resident for i in range(engine.num_units)]
+    seen = []
+    hooks = [b.register_forward_hook(lambda *_: seen.append(engine.device_bytes())) for b in towers[0].blocks]
+    _run(towers)
+    for h in hooks:
+        h.remove()
+    streamed = [engine.unit_bytes(i) for i in range(engine.num_units) if not engine.is_resident(i)]
+    assert engine.peak_bytes() == engine.resident_bytes() + max(streamed, default=0)
+    assert max(seen) <= engine.peak_bytes()
+    if streamed:
+        assert max(seen) > engine.resident_bytes()
+    else:
+        assert engine.peak_bytes() == engine.resident_bytes() == engine.total_bytes()
+    engine.release()
+    assert engine.device_bytes() == 0 and engine.resident_bytes() > 0      # planned, not measured

@@ -189,12 +189,25 @@ def test_loader_memory_options_run_through_the_kernels(ready):
         assert (v - base_v).norm() / base_v.norm() < 0.2, mode
 
 
-def test_disk_streaming_with_on_the_fly_quantization_is_refused_readably(ready):
-    prompt = _t2va(ready)
-    node_of(prompt, "MOVAModelLoader")["inputs"].update(quantization="fp8_e4m3fn", offload="disk")
-    result = ready.run(prompt)
-    assert not result.success
-    assert "offload=disk" in result.execution_error()["exception_message"]
+def test_disk_streaming_with_on_the_fly_quantization_uses_a_cached_quantized_copy(ready):
+    """quantization + offload=disk: the first load writes a quantized copy to ComfyUI's temp folder and
+    streams it; output equals the same quantization with offload=cpu bit for bit; a second load (other
+    resident_layers, so the loader runs again) reuses the copy instead of writing it again."""
+    import torch
+    from pathlib import Path
+    cache = Path(ready.folder_paths.get_temp_directory()) / "mova_quant"
+    shutil.rmtree(cache, ignore_errors=True)
+    ref_v, ref_a = _sampled(ready, _t2va(ready), quantization="fp8_e4m3fn", offload="cpu", resident_layers=1)
+    v, a = _sampled(ready, _t2va(ready), quantization="fp8_e4m3fn", offload="disk", resident_layers=1)
+    assert torch.equal(v, ref_v) and torch.equal(a, ref_a)
+    written = sorted(cache.glob("*/*.safetensors"))
+    assert {p.stem for p in written} == {"video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"}
+    assert not list(cache.rglob("*.partial"))
+    stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written}
+    v2, a2 = _sampled(ready, _t2va(ready), quantization="fp8_e4m3fn", offload="disk", resident_layers=2)
+    assert torch.equal(v2, ref_v) and torch.equal(a2, ref_a)
+    assert sorted(cache.glob("*/*.safetensors")) == written
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written} == stamps
 
 
 def test_text_encoder_of_another_model_is_a_readable_error(ready):

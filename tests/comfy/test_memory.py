@@ -86,6 +86,9 @@ def test_free_unloads_and_next_run_reloads_identically(comfy, prompt, offload, r
     if offload == "cpu":
         assert handle.engine is not None and patcher.engine is handle.engine
         assert patcher.model_size() < handle.engine.total_bytes()   # only the resident share + one unit
+        engine = handle.engine                                        # (CPU: no prefetch stream)
+        assert patcher.model_size() == engine.resident_bytes() + max(
+            engine.unit_bytes(i) for i in range(engine.num_units) if not engine.is_resident(i))
 
     # "unload_models" alone: the cached model stays, ComfyUI unloads it; the next sampling loads it again
     free(comfy, reset_cache=False)

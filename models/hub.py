@@ -91,6 +91,23 @@ def frontend_model_entries(variant: str, directory: str, components: Optional[It
             for f in manifest(variant, components) if f.path.endswith(".safetensors")]
 
 
+# What each loader node of the pack reads from a MOVA folder (for its `properties.models` entries).
+LOADER_COMPONENTS = {
+    "MOVAModelLoader": ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"),
+    "MOVATextEncoderLoader": ("text_encoder",),
+    "MOVAVideoVAELoader": ("video_vae",),
+    "MOVAAudioVAELoader": ("audio_vae",),
+}
+WORKFLOW_VARIANT = "MOVA-360p"     # the real model the shipped workflows point users to
+MODEL_DIRECTORY = "mova"           # ComfyUI model folder key (nodes/model_files.py registers it)
+
+
+def loader_model_entries(node_type: str, variant: str = WORKFLOW_VARIANT) -> list:
+    """`properties.models` of a loader node in the shipped workflows ([] for other node types)."""
+    components = LOADER_COMPONENTS.get(node_type)
+    return frontend_model_entries(variant, MODEL_DIRECTORY, components) if components else []
+
+
 def check_target(target_dir, allowed_roots: Sequence) -> Path:
     """The resolved target folder, or DownloadError if it is not inside an allowed root."""
     if not allowed_roots:

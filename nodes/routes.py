@@ -2,7 +2,10 @@
 
 GET|POST /mova/estimate   peak VRAM / host RAM of one generation (kernels/planner.py) for the
                           settings on the canvas: model (folder name) or preset, width, height,
-                          frames, fps, dtype, quantization, offload, resident_layers, cfg_passes.
+                          frames, fps, dtype, quantization, offload, resident_layers, and the
+                          guidance passes: `guidance` (the MOVA Bridge Guidance node's widget values,
+                          POST only) or the sampler's `video_cfg` / `audio_cfg`, `steps`; or an
+                          explicit `cfg_passes` (wins when given).
 GET      /mova/models     the real MOVA files (models/hub.py manifest) and whether each is present.
 
 ComfyUI also serves every route under /api/ (the frontend's `api.fetchApi` uses that prefix).
@@ -11,25 +14,37 @@ is the only part that touches the server, and ComfyUI modules are imported only 
 """
 from __future__ import annotations
 
+import inspect
 import logging
-import sys
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
+
+import torch
 
 from ..kernels import planner
 from ..kernels.offload import OffloadSettings
 from ..models import hub
 from ..models.config import PRESETS, load_mova_config
 from ..models.errors import MovaError
+from ..models.guidance import DualGuidance, GuidanceSettings
+from ..models.sampler import TextCFG
 
 log = logging.getLogger(__name__)
 GB = 1e9
 QUANT_TO_PLANNER = {"none": "bf16", "fp8_e4m3fn": "fp8_e4m3fn", "nf4": "nf4", "int8": "int8"}
 OFFLOAD_TO_STORAGE = {"cpu": "cpu_pinned", "disk": "disk"}
 DEFAULTS = {"width": 640, "height": 352, "frames": 97, "fps": 24.0, "dtype": "auto", "quantization": "none",
-            "offload": "none", "resident_layers": 40, "cfg_passes": 2}
+            "offload": "none", "resident_layers": 40, "cfg_passes": 2, "steps": 50,
+            "video_cfg": 5.0, "audio_cfg": 5.0}
+# MOVA Bridge Guidance widget name -> GuidanceSettings field (nodes/guidance.py builds the same)
+GUIDANCE_FIELDS = {"video_text_scale": "video_text_scale", "audio_text_scale": "audio_text_scale",
+                   "a2v_bridge_scale": "a2v_scale", "v2a_bridge_scale": "v2a_scale", "form": "form",
+                   "bridge_off": "bridge_off", "bridge_start": "bridge_start", "bridge_end": "bridge_end",
+                   "batch_passes": "batch_passes"}
+MAX_PASSES = 8      # the planner never asks for more than 5 (nested, separate bridge-off, audio negative)
 
 
 class RequestError(MovaError):
@@ -77,6 +92,66 @@ def _config(query: dict, host: Host):
     return PRESETS[preset], preset
 
 
+def guidance_passes(query: dict) -> dict:
+    """Joint forwards per sampling step the sampler will run (the peak over the steps), and the
+    largest number of them batched into one forward (`batch_passes`), for the graph's guidance:
+    the MOVA Bridge Guidance settings in `query["guidance"]` when the sampler has a guidance input,
+    else the sampler's released text CFG from `video_cfg` / `audio_cfg` (2 passes, 1 when both are 1).
+    Planned by models/guidance.py / models/sampler.py, the code the sampler runs."""
+    steps = _number(query, "steps", int, 1, 10000)
+    raw = query.get("guidance")
+    if raw is None:
+        cfg = TextCFG(_number(query, "video_cfg", float, 0.0, 100.0), _number(query, "audio_cfg", float, 0.0, 100.0))
+        n = len(cfg.plan(0, 1000.0))
+        return {"source": "sampler cfg", "per_step": n, "per_forward": 1, "batched": False}
+    if not isinstance(raw, dict):
+        raise RequestError(f"guidance must be an object of MOVA Bridge Guidance widget values, got {raw!r}")
+    fields = {}
+    for widget, field in GUIDANCE_FIELDS.items():
+        if widget in raw:
+            value = raw[widget]
+            if field in ("form", "bridge_off"):
+                fields[field] = str(value)
+            elif field == "batch_passes":
+                fields[field] = bool(value)
+            else:
+                fields[field] = _float(widget, value)
+    settings = GuidanceSettings(**fields)       # its own checks raise InputError (a MovaError: HTTP 400)
+    negative = torch.zeros(1) if raw.get("audio_negative") else None   # only "is it linked" matters here
+    guidance = DualGuidance(settings, audio_negative=negative, steps=steps)
+    plans = [guidance.plan(i) for i in range(steps)]
+    per_step = max(len(p) for p in plans)
+    per_forward = 1
+    if settings.batch_passes:     # run_forwards batches the passes that share a Bridge setting
+        per_forward = max(max(sum(1 for q in p if (q.a2v_scale, q.v2a_scale) == key)
+                              for key in {(q.a2v_scale, q.v2a_scale) for q in p}) for p in plans)
+    return {"source": "bridge guidance", "per_step": per_step, "per_forward": per_forward,
+            "batched": settings.batch_passes}
+
+
+def _float(name: str, raw) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise RequestError(f"guidance {name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise RequestError(f"guidance {name} must be a finite number, got {raw!r}")
+    return value
+
+
+def _plan(config, width, height, frames, fps, dtype, quant, settings, passes: dict, device: str):
+    """planner.plan_memory with the guidance passes. `passes_per_forward` (batched passes scale the
+    activations of one forward) and `device` are passed where the planner takes them."""
+    accepted = inspect.signature(planner.plan_memory).parameters
+    kwargs = {}
+    if "passes_per_forward" in accepted:
+        kwargs["passes_per_forward"] = passes["per_forward"]
+    if "device" in accepted:
+        kwargs["device"] = "cpu" if device == "cpu" else "cuda"
+    return planner.plan_memory(config, width, height, frames, fps=fps, dtype=dtype, quant=quant, offload=settings,
+                               cfg_passes=passes["per_step"], **kwargs)
+
+
 def _half_up(x: float) -> int:
     return math.floor(x + 0.5)       # JavaScript's Math.round, so web/ and this agree on ties
 
@@ -101,14 +176,19 @@ def estimate(query: dict, host: Host = Host()) -> dict:
     if dtype == "auto":   # what the loader picks: bf16 on a GPU, fp32 on the CPU
         dtype = "bf16" if host.device_type() == "cuda" else "fp32"
     resident = _number(query, "resident_layers", int, -1, 4096)
-    cfg_passes = _number(query, "cfg_passes", int, 1, 3)
+    if query.get("cfg_passes") is not None:
+        passes = {"source": "cfg_passes", "per_step": _number(query, "cfg_passes", int, 1, MAX_PASSES),
+                  "per_forward": 1, "batched": False}
+    else:
+        passes = guidance_passes(query)
     settings = None if offload == "none" else OffloadSettings(resident_units=resident,
                                                               storage=OFFLOAD_TO_STORAGE[offload])
-    plan = planner.plan_memory(config, width, height, frames, fps=fps, dtype=dtype,
-                               quant=QUANT_TO_PLANNER[quantization], offload=settings, cfg_passes=cfg_passes)
+    plan = _plan(config, width, height, frames, fps, dtype, QUANT_TO_PLANNER[quantization], settings, passes,
+                 host.device_type())
     out = plan.as_dict()
     out.update(model=source, width=width, height=height, frames=frames, fps=fps, dtype=dtype,
-               quantization=quantization, offload=offload, seconds=round(frames / fps, 2))
+               quantization=quantization, offload=offload, seconds=round(frames / fps, 2),
+               cfg_passes=passes["per_step"], guidance=passes)
     device_total, host_total = host.device_total_bytes(), host.host_total_bytes()
     out["device"] = {"type": host.device_type(),
                      "vram_gb": round(device_total / GB, 1) if device_total else None,
@@ -122,13 +202,17 @@ def estimate(query: dict, host: Host = Host()) -> dict:
 def estimate_text(e: dict) -> str:
     """Three short lines that fit a default-width node, e.g.
     'VRAM ≈ 24.1 GB · RAM ≈ 24.1 GB' / '640×352 · 97 f = 4.04 s · bf16 · peak: denoise' /
-    'quant fp8_e4m3fn · offload none · mova-360p'. ✓ / ✗: fits this machine (when known)."""
+    'quant fp8_e4m3fn · offload none · 2 passes/step · mova-360p'. ✓ / ✗: fits this machine (when known)."""
     def mark(fits):
         return "" if fits is None else (" ✓" if fits else " ✗")
     return "\n".join([
         f"VRAM ≈ {e['vram_gb']:.1f} GB{mark(e['fits']['vram'])} · RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}",
         f"{e['width']}×{e['height']} · {e['frames']} f = {e['seconds']:g} s · {e['dtype']} · peak: {e['stage']}",
-        f"quant {e['quantization']} · offload {e['offload']} · {e['model']}"])
+        f"quant {e['quantization']} · offload {e['offload']} · {_passes_text(e['cfg_passes'])} · {e['model']}"])
+
+
+def _passes_text(n: int) -> str:
+    return "1 pass/step" if n == 1 else f"{n} passes/step"
 
 
 def models_listing(host: Host = Host()) -> dict:

@@ -87,6 +87,69 @@ def test_bad_queries_raise_clear_errors(query, message):
         routes.estimate(query)
 
 
+# The MOVA Bridge Guidance node's widget values as web/mova.js sends them (the node's defaults).
+GUIDANCE_NODE = {"video_text_scale": 5.0, "audio_text_scale": 5.0, "a2v_bridge_scale": 2.0, "v2a_bridge_scale": 2.0,
+                 "form": "nested", "bridge_off": "both", "bridge_start": 0.0, "bridge_end": 1.0,
+                 "batch_passes": False, "audio_negative": False}
+
+
+def test_guidance_passes_follow_the_sampler_and_the_bridge_guidance_node():
+    base = {"preset": "mova-360p", "dtype": "bf16", "steps": 25}
+    cases = {
+        "no cfg": ({**base, "video_cfg": 1.0, "audio_cfg": 1.0}, 1),
+        "released cfg": (base, 2),                                           # sampler defaults 5 / 5
+        "neutral bridge": ({**base, "guidance": {**GUIDANCE_NODE, "a2v_bridge_scale": 1.0,
+                                                 "v2a_bridge_scale": 1.0}}, 2),
+        "bridge guidance": ({**base, "guidance": GUIDANCE_NODE}, 3),
+        "separate + audio negative": ({**base, "guidance": {**GUIDANCE_NODE, "bridge_off": "separate",
+                                                           "audio_negative": True}}, 5),
+    }
+    latents = []
+    for name, (query, passes) in cases.items():
+        e = routes.estimate(query)
+        assert e["cfg_passes"] == passes, name
+        assert f"{passes} pass" in e["text"].splitlines()[2], e["text"]
+        latents.append(e["vram"]["latents"])
+    # the sampler holds one velocity per pass: the estimate grows with every pass
+    assert latents[0] < latents[1] == latents[2] < latents[3] < latents[4]
+    # the bridge range only limits where the third pass runs; the peak is still 3
+    partial = routes.estimate({**base, "guidance": {**GUIDANCE_NODE, "bridge_start": 0.5}})
+    assert partial["cfg_passes"] == 3
+    # an explicit cfg_passes (scripts) wins; an unknown guidance source ({}) means released CFG
+    assert routes.estimate({**base, "cfg_passes": 3, "video_cfg": 1.0, "audio_cfg": 1.0})["cfg_passes"] == 3
+    assert routes.estimate({**base, "guidance": {}})["cfg_passes"] == 2
+
+
+def test_batched_guidance_passes_reach_the_planner():
+    base = {"preset": "mova-360p", "dtype": "bf16", "width": 640, "height": 352, "frames": 97}
+    single = routes.estimate({**base, "guidance": GUIDANCE_NODE})
+    batched = routes.estimate({**base, "guidance": {**GUIDANCE_NODE, "batch_passes": True}})
+    # nested, bridge off "both": C and B share the Bridge setting -> one forward of 2, A alone
+    assert single["guidance"]["per_forward"] == 1 and batched["guidance"]["per_forward"] == 2
+    wide = routes.estimate({**base, "guidance": {**GUIDANCE_NODE, "batch_passes": True, "bridge_off": "separate",
+                                                 "audio_negative": True}})
+    assert wide["guidance"]["per_forward"] == 3 and wide["cfg_passes"] == 5
+    import inspect
+    if "passes_per_forward" not in inspect.signature(planner.plan_memory).parameters:
+        pytest.skip("kernels/planner.py does not take passes_per_forward yet")
+    expected = planner.plan_memory(PRESETS["mova-360p"], 640, 352, 97, dtype="bf16", cfg_passes=3,
+                                   passes_per_forward=2)
+    assert batched["vram_gb"] == round(expected.vram_bytes / 1e9, 2)
+    assert batched["vram"]["activations"] > single["vram"]["activations"]
+
+
+@pytest.mark.parametrize("guidance, message", [
+    ({"form": "sideways"}, "guidance form must be one of"),
+    ({"a2v_bridge_scale": "strong"}, "a2v_bridge_scale must be a number"),
+    ({"bridge_start": 0.8, "bridge_end": 0.2}, "bridge step range"),
+    ("nested", "guidance must be an object"),
+])
+def test_bad_guidance_settings_are_clear_errors(guidance, message):
+    from mova_pack.models.errors import MovaError
+    with pytest.raises(MovaError, match=message):
+        routes.estimate({"preset": "tiny", "guidance": guidance})
+
+
 def test_models_listing_marks_present_files(tmp_path):
     weights = tmp_path / "MOVA-360p" / "audio_vae" / "diffusion_pytorch_model.safetensors"
     weights.parent.mkdir(parents=True)

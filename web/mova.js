@@ -5,7 +5,9 @@
 //   loader widgets   -> model / preset, dtype, quantization, offload, resident_layers
 //   latent node      -> width, height, frames, fps: the MOVALatent feeding the sampler this loader
 //                       feeds (else the first MOVALatent in the graph, else the 360p defaults)
-//   sampler node     -> text-guidance passes per step (1, 2, or 3 with a guidance input linked)
+//   sampler node     -> steps, video_cfg / audio_cfg (released text CFG: 2 passes per step, 1 when both are 1)
+//   guidance node    -> the MOVA Bridge Guidance widgets when one feeds the sampler's guidance input;
+//                       the server plans the passes with models/guidance.py (the code the sampler runs)
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -14,12 +16,18 @@ const MOVA_BGCOLOR = "#163a43";    // body
 const LOADERS = new Set(["MOVAModelLoader", "MOVAModelLoaderFiles"]);
 const LATENT = "MOVALatent";
 const SAMPLER = "MOVASampler";
+const GUIDANCE = "MOVABridgeGuidance";
+const GUIDANCE_KEYS = ["video_text_scale", "audio_text_scale", "a2v_bridge_scale", "v2a_bridge_scale", "form",
+                       "bridge_off", "bridge_start", "bridge_end", "batch_passes"];
 const LOADER_KEYS = ["model", "preset", "dtype", "quantization", "offload", "resident_layers"];
 const ESTIMATE = "memory_estimate";
 const DURATION = "duration";
 const DOWNLOADER = "MOVADownloadModels";
 const REPORT = "report";
 const DEBOUNCE_MS = 250;
+// Lines reserved for each info widget: the node gets its final height when it is created, so text
+// arriving later never grows it into the node below (saved layouts stay as they were drawn).
+const INFO_LINES = { [ESTIMATE]: 3, [DURATION]: 2, [REPORT]: 1 };
 
 // ------------------------------------------------------------------------------------------ helpers
 export function snapSize(v) {      // multiples of 16 (ties up, same rule as nodes/routes.py)
@@ -67,7 +75,8 @@ function addInfoWidget(node, name) {
       ctx.restore();
     },
     computeSize(width) {
-      return [width, 8 + 15 * Math.max(1, String(this.value || "").split("\n").length)];
+      const lines = String(this.value || "").split("\n").length;
+      return [width, 8 + 15 * Math.max(INFO_LINES[name] ?? 1, lines)];
     },
   };
   return node.addCustomWidget(info) ?? info;
@@ -86,8 +95,11 @@ function setInfo(node, name, text, colour) {
 function linkedNode(graph, node, inputName) {
   const input = node.inputs?.find((i) => i.name === inputName);
   const link = input?.link != null ? graph.links?.[input.link] ?? graph.links?.get?.(input.link) : null;
-  return link ? graph.getNodeById(link.origin_id) : null;
+  const origin = link ? graph.getNodeById(link.origin_id) : null;
+  return origin?.type === "Reroute" ? linkedNode(graph, origin, origin.inputs?.[0]?.name) : origin;
 }
+
+const isLinked = (node, inputName) => node?.inputs?.some((i) => i.name === inputName && i.link != null);
 
 function downstream(graph, node) {
   const found = [];
@@ -116,9 +128,16 @@ function estimateQuery(node) {
     for (const key of ["width", "height", "frames", "fps"]) query[key] = value(latent, key);
   }
   if (sampler) {
-    const guided = sampler.inputs?.some((i) => i.name === "guidance" && i.link != null);
-    const noCfg = value(sampler, "video_cfg") === 1 && value(sampler, "audio_cfg") === 1;
-    query.cfg_passes = guided ? 3 : noCfg ? 1 : 2;
+    for (const key of ["steps", "video_cfg", "audio_cfg"]) query[key] = value(sampler, key);
+    if (isLinked(sampler, "guidance")) {
+      // Settings of the guidance node ({} = an unknown source: the server assumes released CFG).
+      const guidance = linkedNode(graph, sampler, "guidance");
+      query.guidance = {};
+      if (guidance?.type === GUIDANCE) {
+        for (const key of GUIDANCE_KEYS) query.guidance[key] = value(guidance, key);
+        query.guidance.audio_negative = isLinked(guidance, "audio_negative");
+      }
+    }
   }
   return query;
 }
@@ -224,7 +243,12 @@ app.registerExtension({
         setInfo(this, REPORT, "Run with confirm off to see what would be downloaded.");
       }
       if (nodeData.name === SAMPLER) {
-        for (const name of ["video_cfg", "audio_cfg"]) chainCallback(widget(this, name), () => scheduleAllEstimates(this.graph));
+        for (const name of ["steps", "video_cfg", "audio_cfg"]) {
+          chainCallback(widget(this, name), () => scheduleAllEstimates(this.graph));
+        }
+      }
+      if (nodeData.name === GUIDANCE) {
+        for (const name of GUIDANCE_KEYS) chainCallback(widget(this, name), () => scheduleAllEstimates(this.graph));
       }
       return result;
     };

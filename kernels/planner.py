@@ -49,28 +49,39 @@ def latent_sizes(config, width: int, height: int, frames: int, fps: float):
     return f * h * w, (f, h, w), audio
 
 
-def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int) -> int:
+def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int, device: str = "cuda") -> int:
     """Peak bytes one DiT block allocates beyond its input (live tensors read off models/dit.py):
     attention phase = normed input, q, k, v, attention output (activation dtype) + the fp32 RoPE
     temporaries of one of q/k; FFN phase = new residual, normed input, hidden before and after GELU,
-    FFN output. Checked against measured CPU peaks in tests/test_planner.py."""
+    FFN output. Checked against measured CPU peaks in tests/test_planner.py.
+
+    device "cpu" with bf16/fp16 adds what CPU kernels allocate there (measured, see docs/benchmarks.md):
+    nn.RMSNorm (norm_q/norm_k) runs its composite path in fp32 (3 fp32 copies of q or k live at once),
+    and a half-precision Linear accumulates into an fp32 buffer of its output before the cast."""
+    half_on_cpu = device == "cpu" and act != 4
+    if half_on_cpu:
+        attn = tokens * dim * (4 * act + 3 * 4)
+        ffn = tokens * (3 * dim * act + ffn_dim * max(2 * act, act + 4))
+        return max(attn, ffn)
     rope_tmp = 4 + (4 if act != 4 else 0)
     attn = tokens * dim * (5 * act + rope_tmp)
     ffn = tokens * act * (3 * dim + 2 * ffn_dim)
     return max(attn, ffn)
 
 
-def denoise_activation_bytes(config, tokens_v: int, tokens_a: int, act: int, text_len: int = 512) -> int:
-    """Peak bytes of one joint forward beyond weights and the sampler's own latents."""
+def denoise_activation_bytes(config, tokens_v: int, tokens_a: int, act: int, text_len: int = 512,
+                             batch: int = 1, device: str = "cuda") -> int:
+    """Peak bytes of one joint forward beyond weights and the sampler's own latents; `batch` guidance
+    passes run as one batched forward multiply everything but the position tables."""
     v, a, br = config.video_dit, config.audio_dit, config.bridge
     streams = (tokens_v * v.dim + tokens_a * a.dim) * act              # both residual streams
     inputs = tokens_v * math.prod(v.patch_size) * v.in_dim * 4         # 36-ch fp32 input kept by joint_forward
     contexts = text_len * (v.dim + a.dim) * act                       # embedded text per tower
     tables = (tokens_v * v.head_dim + tokens_a * a.head_dim) * 4 + (tokens_v + tokens_a) * 2 * br.head_dim * act
-    video = block_extra_bytes(tokens_v, v.dim, v.ffn_dim, act)
-    audio = block_extra_bytes(tokens_a, a.dim, a.ffn_dim, act)
+    video = block_extra_bytes(tokens_v, v.dim, v.ffn_dim, act, device)
+    audio = block_extra_bytes(tokens_a, a.dim, a.ffn_dim, act, device)
     bridge = tokens_v * v.dim * act * 6 + tokens_a * v.dim * act * 3   # a2v: q, rope terms, out; k/v on audio
-    return streams + inputs + contexts + tables + max(video, audio, bridge)
+    return batch * (streams + inputs + contexts + max(video, audio, bridge)) + tables
 
 
 def _units(config, mode: str, dtype: str, fp8_scale: str) -> list[int]:
@@ -85,9 +96,19 @@ def _units(config, mode: str, dtype: str, fp8_scale: str) -> list[int]:
 
 def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0, dtype: str = "bf16",
                 quant: str = "bf16", offload: OffloadSettings | None = None, cfg_passes: int = 2,
-                experts: int = 2, fp8_scale: str = "tensor") -> MemoryPlan:
+                experts: int = 2, fp8_scale: str = "tensor", passes_per_forward: int = 1,
+                device: str = "cuda") -> MemoryPlan:
     """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
-    keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM)."""
+    keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM).
+
+    `cfg_passes`: guidance passes per step (1 without guidance, 2 for CFG, more with bridge guidance);
+    the sampler holds one velocity per pass. `passes_per_forward`: how many of them run as one batched
+    joint forward (GuidanceSettings.batch_passes batches the passes that share a Bridge setting; the
+    default 1 = one pass per forward, the sampler's default); activations scale with it.
+    `device` "cpu" adds the fp32 temporaries of CPU half-precision kernels (see block_extra_bytes)."""
+    if not 1 <= passes_per_forward <= max(cfg_passes, 1):
+        raise ValueError(f"passes_per_forward must be between 1 and cfg_passes ({cfg_passes}), "
+                         f"got {passes_per_forward}")
     if isinstance(config, str):
         from ..models.config import PRESETS
         from ..models.errors import ConfigError
@@ -123,7 +144,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     a_lat = config.audio_dit.out_dim * tokens_a * 4
     sampler = (v_lat + a_lat) * (3 + cfg_passes) + cfg_passes * 512 * config.video_dit.text_dim * act
     denoise = {"weights_resident": resident, "weights_streamed": streamed,
-               "activations": denoise_activation_bytes(config, tokens_v, tokens_a, act),
+               "activations": denoise_activation_bytes(config, tokens_v, tokens_a, act,
+                                                       batch=passes_per_forward, device=device),
                "latents": sampler, "cuda_context": CUDA_CONTEXT}
 
     text_bits = storage_bits_per_weight(quant) if quant not in ("bf16", "fp16") else 8 * act

@@ -20,10 +20,13 @@ def cuda_capability(device: torch.device | str | None) -> tuple[int, int] | None
     return torch.cuda.get_device_capability(device)
 
 
+def fp8_matmul_capable(capability: tuple | None) -> bool:
+    """torch._scaled_mm (fp8 x fp8) needs Ada (sm_89) or newer; `capability` None = not CUDA."""
+    return capability is not None and tuple(capability) >= (8, 9) and hasattr(torch, "_scaled_mm")
+
+
 def supports_fp8_matmul(device: torch.device | str | None) -> bool:
-    """torch._scaled_mm needs Ada (sm_89) or newer."""
-    cap = cuda_capability(device)
-    return cap is not None and cap >= (8, 9) and hasattr(torch, "_scaled_mm")
+    return fp8_matmul_capable(cuda_capability(device))
 
 
 def optional_import(name: str):

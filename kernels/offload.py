@@ -39,6 +39,14 @@ class OffloadSettings:
             raise ValueError(f"resident_units must be >= -1, got {self.resident_units}")
 
 
+def transfer_mode(device_type: str, settings: OffloadSettings) -> tuple[bool, bool]:
+    """(pin the host copies, prefetch on a side CUDA stream). Both only help CUDA copies: pinned pages
+    let a copy run asynchronously, and a side stream overlaps unit i+1's copy with unit i's compute.
+    From storage "disk" the source is pageable mmap, so pinning does not apply."""
+    cuda = device_type == "cuda"
+    return cuda and settings.storage == "cpu_pinned", cuda and settings.prefetch
+
+
 class _Slot:
     """One parameter/buffer: where its bytes live while evicted and how to bring them back."""
     __slots__ = ("module", "name", "is_param", "host", "file", "key", "placeholder", "nbytes")
@@ -114,9 +122,8 @@ class OffloadEngine:
         self.experts = dict(video) if isinstance(video, dict) else {"video_dit": video}
         self.active = next(iter(self.experts))
         self._hooks, self._pending, self._warned = [], {}, set()
-        self._stream = torch.cuda.Stream(self.device) if (
-            self.device.type == "cuda" and settings.prefetch) else None
-        self._pin = settings.storage == "cpu_pinned" and self.device.type == "cuda"
+        self._pin, side_stream = transfer_mode(self.device.type, settings)
+        self._stream = torch.cuda.Stream(self.device) if side_stream else None
         files = files or {}
         if settings.storage == "disk" and not files:
             raise ValueError("storage 'disk' needs the safetensors paths of each component (files=...)")
@@ -231,7 +238,7 @@ class OffloadEngine:
         """CUDA: start copying unit i on the side stream; elsewhere a no-op (loads happen on use).
         Overlap needs pinned host memory (storage "cpu_pinned"); from "disk" the copy leaves pageable
         mmap'd pages, which CUDA copies synchronously, so disk streaming gains little from it."""
-        if self._stream is None or i >= self.num_units or i in self._pending or self._resident(i):
+        if self._stream is None or not self.wants_prefetch(i):
             return
         groups = [g for g in self.unit(i) if not g.loaded]
         if not groups:
@@ -252,6 +259,10 @@ class OffloadEngine:
             s.put(t)
         for g in groups:
             g.loaded = True
+
+    def wants_prefetch(self, i: int) -> bool:
+        """Unit i is worth copying ahead: it exists, is streamed, and is not already on its way."""
+        return 0 <= i < self.num_units and i not in self._pending and not self._resident(i)
 
     # ---- hooks -------------------------------------------------------------------------------
     def activate(self, expert: str) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import optional_import, supports_fp8_matmul
+from .device import cuda_capability, fp8_matmul_capable, optional_import
 
 log = logging.getLogger("mova")
 
@@ -139,6 +139,21 @@ def fp8_quantize(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torc
     return q, scale.float()
 
 
+def fp8_matmul_problem(capability: tuple | None, dtype: torch.dtype, per_tensor: bool, in_features: int,
+                       out_features: int) -> str | None:
+    """Why torch._scaled_mm cannot run this layer, or None when it can (plain values: testable on CPU)."""
+    if not fp8_matmul_capable(capability):
+        return "needs a CUDA GPU of sm_89+ (Ada/Hopper)" if capability is None else \
+            f"GPU sm_{capability[0]}{capability[1]} is older than sm_89"
+    if not per_tensor:
+        return "per-channel fp8 scales (the fast path takes per-tensor scales)"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"activations are {dtype} (needs fp16/bf16)"
+    if in_features % 16 or out_features % 16:
+        return f"layer {out_features}x{in_features} (both sides must be multiples of 16)"
+    return None
+
+
 _warned_fp8 = set()
 
 
@@ -178,9 +193,8 @@ class FP8Linear(QuantLinear):
         return super().forward(x)
 
     def _scaled_mm_ok(self, x) -> bool:
-        return (self.weight_scale.numel() == 1 and supports_fp8_matmul(x.device)
-                and x.dtype in (torch.float16, torch.bfloat16)
-                and self.in_features % 16 == 0 and self.out_features % 16 == 0)
+        return fp8_matmul_problem(cuda_capability(x.device), x.dtype, self.weight_scale.numel() == 1,
+                                  self.in_features, self.out_features) is None
 
     def _forward_scaled_mm(self, x):  # CUDA sm_89+ only: fp8 x fp8 with per-tensor scales
         flat = x.reshape(-1, self.in_features)

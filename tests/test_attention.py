@@ -58,3 +58,37 @@ def test_forced_gpu_backend_on_cpu_warns_and_falls_back(forced, caplog):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="auto"):
         att.AttentionSettings(backend="xformers")
+
+
+# The GPU rule, with the capability of GPUs people own (no GPU needed: plain values, no mocks).
+BF16, FP32 = torch.bfloat16, torch.float32
+S = att.AttentionSite
+
+
+@pytest.mark.parametrize("site,requested,backend,words", [
+    (S((8, 9), BF16, 128, sage_installed=True, flash_installed=True), "auto", "sage", "SageAttention available"),
+    (S((8, 6), BF16, 128, flash_installed=True), "auto", "flash", "flash-attention available"),
+    (S((8, 6), BF16, 80, sage_installed=True, flash_installed=True), "auto", "flash", "flash-attention"),
+    (S((7, 5), torch.float16, 128, sage_installed=True, flash_installed=True), "auto", "sdpa", "older than sm_80"),
+    (S((9, 0), FP32, 128, sage_installed=True, flash_installed=True), "auto", "sdpa", "needs fp16/bf16"),
+    (S((8, 9), BF16, 128), "auto", "sdpa", "not installed"),
+    (S((8, 9), BF16, 128, sage_installed=True), "flash", "sdpa", "flash requested but unusable"),
+    (S((8, 0), BF16, 264, flash_installed=True), "flash", "sdpa", "at most 256"),
+    (S((8, 9), BF16, 128, sage_installed=True), "sage", "sage", "requested"),
+    (S(None, BF16, 128, device_type="mps"), "sage", "sdpa", "on mps"),
+    (S((9, 0), BF16, 128, sage_installed=True, flash_installed=True), "sdpa", "sdpa", "requested"),
+])
+def test_backend_rule_for_gpu_capabilities(site, requested, backend, words):
+    chosen, reason = att.select_backend(site, requested)
+    assert chosen == backend and words in reason, reason
+
+
+def test_flash_3_only_on_hopper_when_installed():
+    assert att.flash_variant((9, 0), True) == "fa3"
+    assert att.flash_variant((8, 9), True) == "fa2"
+    assert att.flash_variant((9, 0), False) == "fa2"
+
+
+def test_cpu_tensors_map_to_a_site_without_importing_gpu_kernels():
+    site = att.site_of(torch.zeros(1, 2, 2, 64), 64)
+    assert site == S(None, FP32, 64, False, False, "cpu")

@@ -319,3 +319,19 @@ def test_resident_and_peak_bytes_are_what_the_device_holds(resident):
         assert engine.peak_bytes() == engine.resident_bytes() == engine.total_bytes()
     engine.release()
     assert engine.device_bytes() == 0 and engine.resident_bytes() > 0      # planned, not measured
+
+
+def test_pinning_and_side_stream_only_for_cuda():
+    from mova_pack.kernels.offload import transfer_mode
+    pinned, disk = OffloadSettings(storage="cpu_pinned"), OffloadSettings(storage="disk")
+    assert transfer_mode("cuda", pinned) == (True, True)
+    assert transfer_mode("cuda", disk) == (False, True)
+    assert transfer_mode("cuda", OffloadSettings(prefetch=False)) == (True, False)
+    assert transfer_mode("cpu", pinned) == (False, False) and transfer_mode("mps", disk) == (False, False)
+
+
+def test_prefetch_targets_streamed_units_only():
+    towers = _build()
+    engine = OffloadEngine(*towers, OffloadSettings(resident_units=1), "cpu")
+    assert [engine.wants_prefetch(i) for i in range(-1, engine.num_units + 1)] == \
+        [False, False] + [True] * (engine.num_units - 1) + [False]

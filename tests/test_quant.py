@@ -203,3 +203,18 @@ def test_fast_fp8_request_on_cpu_warns_once_and_matches(caplog):
         fast(x)
     assert torch.equal(out, slow(x))
     assert sum("fp8 fast matmul needs a CUDA GPU" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("cap,dtype,per_tensor,shape,words", [
+    ((8, 9), torch.bfloat16, True, (64, 32), None),          # Ada
+    ((9, 0), torch.float16, True, (5120, 5120), None),      # Hopper
+    ((8, 6), torch.bfloat16, True, (64, 32), "older than sm_89"),
+    (None, torch.bfloat16, True, (64, 32), "CUDA GPU of sm_89+"),
+    ((8, 9), torch.float32, True, (64, 32), "fp16/bf16"),
+    ((8, 9), torch.bfloat16, False, (64, 32), "per-channel"),
+    ((8, 9), torch.bfloat16, True, (64, 24), "multiples of 16"),
+])
+def test_fast_fp8_rule_for_gpu_capabilities(cap, dtype, per_tensor, shape, words):
+    from mova_pack.kernels.quant import fp8_matmul_problem
+    problem = fp8_matmul_problem(cap, dtype, per_tensor, *shape)
+    assert problem is None if words is None else words in problem, problem

@@ -119,8 +119,11 @@ def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) 
     if engine is not None:
         log.info("MOVA offload: %s, %d resident layers%s", engine.settings.storage, options.resident_layers,
                  f", {options.quantization}" if quantized else "")
-    return ModelHandle(generator=generator, options=options, device=device(), engine=engine,
-                       patcher=make_patcher(generator, engine, device()))
+    patcher = make_patcher(generator, engine, device())
+    log.info("MOVA weights on %s while sampling: %.2f GB (%s, quantization %s, offload %s); activations "
+             "depend on the request: GET /mova/estimate", device(), patcher.size / 1e9,
+             str(generator.dtype).replace("torch.", ""), options.quantization, options.offload)
+    return ModelHandle(generator=generator, options=options, device=device(), engine=engine, patcher=patcher)
 
 
 def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from mova_pack.kernels.device import module_bytes
 from mova_pack.kernels.offload import OffloadSettings
-from mova_pack.kernels.params import bridge_part, dit_part
+from mova_pack.kernels.params import bridge_part, dit_part, dit_stem
 from mova_pack.kernels.planner import plan_memory
 from mova_pack.kernels.quant import quantize_module
 from mova_pack.models.bridge import DualTowerBridge
@@ -37,14 +37,29 @@ NAMES = ("video_dit", "audio_dit", "dual_tower_bridge")
 
 
 def mid_config():
-    """~375M parameters: released head_dim 128, text_dim 4096, freq_dim 256 and ffn/dim ratio, narrower
-    and shallower; deep enough that stems (never quantized) are ~3% of the weights (real model: 1.5%)."""
+    """~430M parameters in the released model's proportions: the same depth (40 video blocks, 30 audio
+    blocks, the Bridge on all 30 shared layers), head_dim 128, text_dim 4096, freq_dim 256 and ffn/dim
+    ratios (2.7 video, 5.8 audio, rounded to multiples of 64), with both towers 6.7x / 6x narrower (video
+    6 heads, audio 2). Parameter shares video / audio / bridge: 76 / 9 / 15 % (released: 78 / 8 / 15 %).
+    The never-quantized stems are 2.3 % of the weights (released 1.4 %): the text embedding reads 4096
+    wide whatever the tower width, so narrow towers give it a larger share; see docs/benchmarks.md."""
     r = PRESETS["mova-360p"]
-    video = dataclasses.replace(r.video_dit, dim=768, ffn_dim=2048, num_heads=6, num_layers=32)
-    audio = dataclasses.replace(r.audio_dit, dim=512, ffn_dim=1536, num_heads=4, num_layers=16)
-    bridge = dataclasses.replace(r.bridge, visual_layers=32, audio_layers=16, visual_hidden_dim=768,
-                                 audio_hidden_dim=512)
+
+    def narrow(c, dim):
+        ffn = round(dim * c.ffn_dim / c.dim / 64) * 64
+        return dataclasses.replace(c, dim=dim, ffn_dim=ffn, num_heads=dim // (c.dim // c.num_heads))
+    video, audio = narrow(r.video_dit, 768), narrow(r.audio_dit, 256)
+    bridge = dataclasses.replace(r.bridge, visual_hidden_dim=video.dim, audio_hidden_dim=audio.dim)
     return dataclasses.replace(r, video_dit=video, audio_dit=audio, bridge=bridge)
+
+
+def proportions(cfg) -> dict:
+    """Parameter count, video/audio/bridge shares and the share of never-quantized stems."""
+    parts = {"video": dit_part(cfg.video_dit), "audio": dit_part(cfg.audio_dit), "bridge": bridge_part(cfg.bridge)}
+    params = sum(p.params for p in parts.values())
+    stems = dit_stem(cfg.video_dit).params + dit_stem(cfg.audio_dit).params
+    return {"params": params, "shares": {k: p.params / params for k, p in parts.items()},
+            "stem_share": stems / params}
 
 
 def build(cfg, seed=0):
@@ -240,8 +255,7 @@ def main(argv=None):
     x = inputs(cfg)
     started = time.time()
     out = {"config": {"video": dataclasses.asdict(cfg.video_dit), "audio": dataclasses.asdict(cfg.audio_dit),
-                      "params": dit_part(cfg.video_dit).params + dit_part(cfg.audio_dit).params
-                      + bridge_part(cfg.bridge).params},
+                      "bridge_layers": len(cfg.bridge.interaction_layers), **proportions(cfg)},
            "planner": {"mova_360p": bench_planner()}}
     print("planner done", flush=True)
     out["stream"] = bench_stream(cfg, x, args.threads)

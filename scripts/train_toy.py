@@ -33,11 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--audio-vae-steps", type=int, default=pipeline.DEFAULTS["audio_vae_steps"])
     parser.add_argument("--clips", type=int, default=pipeline.DEFAULTS["clips"], help="clips encoded for stage dit")
     parser.add_argument("--dit-steps", type=int, default=pipeline.DEFAULTS["dit_steps"])
+    parser.add_argument("--expert-steps", type=int, default=pipeline.DEFAULTS["expert_steps"],
+                        help="per-expert fine-tuning on its own t range after stage dit (0: one expert in both slots)")
     parser.add_argument("--batch", type=int, default=pipeline.DEFAULTS["batch"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     opts = pipeline.Options(work=args.work, out=args.out, seed=args.seed, video_vae_steps=args.video_vae_steps,
-                            audio_vae_steps=args.audio_vae_steps, clips=args.clips, dit_steps=args.dit_steps,
+                            audio_vae_steps=args.audio_vae_steps, clips=args.clips, dit_steps=args.dit_steps, expert_steps=args.expert_steps,
                             batch=args.batch)
     for stage in (STAGES if args.stage == "all" else (args.stage,)):
         t0 = time.monotonic()

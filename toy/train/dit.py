@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,21 +22,44 @@ from ...models.conditioning import first_frame_y
 from ...models.generator import build_generator
 from ...models.joint import joint_forward
 from ...models.schedule import training_table
-from .. import scenes
+from .. import captions, scenes
 from . import configs
 from . import latents as L
 from .common import Checkpoint, Log, channels_last, rng_for
 
+SHARD = 512     # clips per latents file; shard k holds clips k*SHARD .. (k+1)*SHARD-1
+
+
+def shard_path(work, k: int):
+    return work / ("latents.pt" if k == 0 else f"latents.{k}.pt")
+
+
 @torch.no_grad()
 def encode_dataset(o, video_vae_cfg, audio_stats, text) -> None:
-    """`latents.pt`: normalised designed latents (video [N,16,13,8,8], audio [N,16,103]) of N rendered
-    clips, caption ids and text contexts (captions + negative + empty prompt)."""
+    """Shards `latents[.k].pt` of normalised designed latents (video [n,16,13,8,8], audio [n,16,103]),
+    caption ids and text contexts, for o.clips clips in all. Each shard is claimed with a lock file, so
+    several `--stage encode` processes split the work."""
+    for k in range(-(-o.clips // SHARD)):
+        path, lock = shard_path(o.work, k), o.work / f"latents.{k}.lock"
+        if path.is_file():
+            continue
+        try:
+            lock.touch(exist_ok=False)
+        except FileExistsError:       # another process is encoding it (delete the lock after a crash)
+            continue
+        try:
+            _encode_shard(o, k, path, video_vae_cfg, audio_stats, text)
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def _encode_shard(o, k, path, video_vae_cfg, audio_stats, text) -> None:
     log = Log(o.work, "encode")
     vmean = np.asarray(video_vae_cfg.latents_mean, dtype=np.float32).reshape(-1, 1, 1, 1)
     vstd = np.asarray(video_vae_cfg.latents_std, dtype=np.float32).reshape(-1, 1, 1, 1)
     amean, astd = (np.asarray(s, dtype=np.float32)[:, None] for s in audio_stats)
     vids, auds, caps, impacts = [], [], [], []
-    for i in range(o.clips):
+    for i in range(k * SHARD, min(o.clips, (k + 1) * SHARD)):
         clip = scenes.render(scenes.scene_for_seed(o.seed + 100_000 + i))
         vids.append(torch.from_numpy((L.clip_video_latent(clip) - vmean) / vstd))
         auds.append(torch.from_numpy((L.clip_audio_latent(clip) - amean) / astd))
@@ -42,13 +67,35 @@ def encode_dataset(o, video_vae_cfg, audio_stats, text) -> None:
         impacts.append(clip.impacts_s)
         if (i + 1) % 64 == 0:
             log(stage="encode", clips=i + 1)
-    captions = sorted(set(caps))
-    prompts = captions + [configs.NEGATIVE_PROMPT, ""]
+    prompts = captions.all_captions() + [configs.NEGATIVE_PROMPT, ""]
     contexts = torch.cat([text.encode(prompts[i:i + 32]).float() for i in range(0, len(prompts), 32)])
     index = {c: i for i, c in enumerate(prompts)}
+    tmp = path.with_suffix(".tmp")
     torch.save({"video": torch.stack(vids).float(), "audio": torch.stack(auds).float(),
                 "caption_ids": torch.tensor([index[c] for c in caps]), "contexts": contexts, "prompts": prompts,
-                "impacts": impacts}, o.work / "latents.pt")
+                "impacts": impacts}, tmp)
+    tmp.replace(path)
+
+
+def load_dataset(work) -> dict:
+    """Every shard, caption ids remapped onto one prompt list (the last two: negative and empty)."""
+    shards, k = [], 0
+    while shard_path(work, k).is_file():
+        shards.append(torch.load(shard_path(work, k), weights_only=True))
+        k += 1
+    tail = [configs.NEGATIVE_PROMPT, ""]
+    known = captions.all_captions()
+    extra = sorted({p for d in shards for p in d["prompts"]} - set(known) - set(tail))
+    prompts = known + extra + tail
+    index = {c: i for i, c in enumerate(prompts)}
+    contexts = torch.zeros(len(prompts), *shards[0]["contexts"].shape[1:])
+    ids = []
+    for d in shards:
+        for j, p in enumerate(d["prompts"]):
+            contexts[index[p]] = d["contexts"][j]
+        ids.append(torch.tensor([index[d["prompts"][int(i)]] for i in d["caption_ids"]]))
+    return {"video": torch.cat([d["video"] for d in shards]), "audio": torch.cat([d["audio"] for d in shards]),
+            "caption_ids": torch.cat(ids), "contexts": contexts, "prompts": prompts}
 
 
 @torch.no_grad()
@@ -63,37 +110,72 @@ def _lr(step: int, steps: int, warmup: int = 100) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.995, text_drop: float = 0.1,
-              bridge_drop: float = 0.1, log_every: int = 10):
-    """Returns the generator (EMA weights) with the trained expert in both expert slots."""
-    data = torch.load(o.work / "latents.pt", weights_only=True)
-    video, audio, cap = data["video"], data["audio"], data["caption_ids"]
-    contexts = data["contexts"]
-    neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
+@dataclass
+class _Run:
+    """One flow-matching run: `trained` is optimised, `ema` tracks it, `video` is the expert used."""
+    name: str
+    gen: torch.nn.Module
+    trained: torch.nn.Module
+    ema: torch.nn.Module
+    video: torch.nn.Module
+    steps: int
+    lr: float
+    t_pool: np.ndarray          # indices into the training table this run draws t from
+
+
+def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.998, log_every: int = 10):
+    """Stage 1: one video expert + audio tower + Bridge over all t. Stage 2 (o.expert_steps > 0): each
+    expert fine-tuned from it on its own t range (high: t >= boundary, low: below), audio tower and
+    Bridge frozen because both experts share them. Returns the generator with EMA weights."""
+    data = load_dataset(o.work)
+    table_t, table_s = training_table(cfg.scheduler)
     gen = build_generator(cfg, dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)
     gen.train().requires_grad_(True)
     ema = copy.deepcopy(gen).requires_grad_(False)
-    opt = torch.optim.AdamW(gen.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, o.dit_steps))
-    ckpt, log = Checkpoint(o.work, "dit"), Log(o.work, "dit")
-    step = ckpt.load(model=gen, ema=ema, opt=opt, sched=sched)
-    table_t, table_s = training_table(cfg.scheduler)
+    run = _Run("dit", gen, gen, ema, gen.video_high, o.dit_steps, lr, np.arange(len(table_t)))
+    _train(o, run, data, y, table_t, table_s, ema_decay, log_every, snapshot_cfg=cfg)
+    full = _both_experts(cfg, ema, o.seed)
+    if o.expert_steps <= 0:
+        return full
+    high = table_t.numpy() >= cfg.boundary_ratio * 1000
+    for name, pool in (("video_high", np.nonzero(high)[0]), ("video_low", np.nonzero(~high)[0])):
+        gen = copy.deepcopy(full).train()
+        expert = getattr(gen, name).requires_grad_(True)
+        run = _Run(f"expert_{name}", gen, expert, copy.deepcopy(expert).requires_grad_(False), expert,
+                   o.expert_steps, lr * 0.3, pool)
+        _train(o, run, data, y, table_t, table_s, ema_decay, log_every)
+        getattr(full, name).load_state_dict(run.ema.state_dict())
+    return full
+
+
+def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_drop: float = 0.1,
+           bridge_drop: float = 0.1, snapshot_cfg=None) -> None:
+    """Text dropout (negative or empty prompt) makes text CFG meaningful; Bridge dropout (a2v = v2a = 0)
+    teaches the unbridged marginals that bridge guidance contrasts against."""
+    video, audio, cap, contexts = data["video"], data["audio"], data["caption_ids"], data["contexts"]
+    neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
+    params = [p for p in run.trained.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=run.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, run.steps))
+    ckpt, log = Checkpoint(o.work, run.name), Log(o.work, run.name)
+    step = ckpt.load(model=run.trained, ema=run.ema, opt=opt, sched=sched)
     n, b = len(video), o.batch
-    while step < o.dit_steps:
-        rng = rng_for(o.seed + 5, step)
+    salt = zlib.crc32(run.name.encode())
+    while step < run.steps:
+        rng = rng_for(o.seed + 5 + salt, step)
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         idx = torch.from_numpy(rng.integers(0, n, size=b))
         ids = cap[idx].clone()
         drop = torch.from_numpy(rng.random(b) < text_drop)
         ids[drop] = neg_ids[torch.from_numpy(rng.integers(0, 2, size=b))][drop]
-        k = torch.from_numpy(rng.integers(0, len(table_t), size=b))
+        k = torch.from_numpy(run.t_pool[rng.integers(0, len(run.t_pool), size=b)])
         sigma, timestep = table_s[k], table_t[k]
         x0v, x0a = video[idx], audio[idx]
         ev = torch.randn(x0v.shape, generator=g)
         ea = torch.randn(x0a.shape, generator=g)
         sv, sa = sigma.view(b, 1, 1, 1, 1), sigma.view(b, 1, 1)
         bridge = 0.0 if rng.random() < bridge_drop else 1.0
-        out_v, out_a = joint_forward(gen.video_high, gen.audio, gen.bridge, (1 - sv) * x0v + sv * ev,
+        out_v, out_a = joint_forward(run.video, run.gen.audio, run.gen.bridge, (1 - sv) * x0v + sv * ev,
                                      (1 - sa) * x0a + sa * ea, timestep, contexts[ids], y=y.expand(b, -1, -1, -1, -1),
                                      video_fps=scenes.FPS, a2v_scale=bridge, v2a_scale=bridge)
         loss_v = (out_v - (ev - x0v)).square().mean()
@@ -101,22 +183,21 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.99
         loss = loss_v + loss_a
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         step += 1
         decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), gen.parameters()):
+            for pe, pm in zip(run.ema.parameters(), run.trained.parameters()):
                 pe.lerp_(pm, 1 - decay)
-        if step % log_every == 0 or step == o.dit_steps:
-            log(stage="dit", step=step, loss=loss.item(), video=loss_v.item(), audio=loss_a.item(),
+        if step % log_every == 0 or step == run.steps:
+            log(stage=run.name, step=step, loss=loss.item(), video=loss_v.item(), audio=loss_a.item(),
                 lr=sched.get_last_lr()[0])
-        ckpt.maybe_save(step, force=step == o.dit_steps, model=gen, ema=ema, opt=opt, sched=sched)
-        if (o.work / "dit.snapshot").is_file():     # touch this file to get the current EMA as generator
+        ckpt.maybe_save(step, force=step == run.steps, model=run.trained, ema=run.ema, opt=opt, sched=sched)
+        if snapshot_cfg is not None and (o.work / "dit.snapshot").is_file():   # touch it: current EMA as generator
             (o.work / "dit.snapshot").unlink()
-            snapshot(o, cfg, ema)
-    return _both_experts(cfg, ema, o.seed)
+            snapshot(o, snapshot_cfg, run.ema)
 
 
 def _both_experts(cfg, trained, seed):

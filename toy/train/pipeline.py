@@ -19,7 +19,7 @@ from .. import captions
 from . import configs
 from .common import render_pool
 
-DEFAULTS = {"video_vae_steps": 1100, "audio_vae_steps": 900, "clips": 512, "dit_steps": 2600, "batch": 8}
+DEFAULTS = {"video_vae_steps": 1100, "audio_vae_steps": 900, "clips": 512, "dit_steps": 2600, "expert_steps": 0, "batch": 8}
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Options:
     audio_vae_steps: int = DEFAULTS["audio_vae_steps"]
     clips: int = DEFAULTS["clips"]
     dit_steps: int = DEFAULTS["dit_steps"]
+    expert_steps: int = DEFAULTS["expert_steps"]
     batch: int = DEFAULTS["batch"]
 
 
@@ -133,8 +134,6 @@ def load_audio_vae(o: Options) -> AudioVAE:
 def stage_encode(o: Options) -> None:
     from .dit import encode_dataset
 
-    if (o.work / "latents.pt").is_file():
-        return
     encode_dataset(o, video_vae_config(o), audio_latent_stats(o), load_text(o))
 
 

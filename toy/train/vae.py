@@ -24,8 +24,14 @@ from .common import Checkpoint, Log, channels_last, render_pool, rng_for, video_
 CELLS = 4                      # 4x4 latent cells = 32x32 px crops
 # Pixel frames per window: 5 = the first latent frame + one chunk; from step 1100 on, 9 = + a chunk that
 # decodes with a real cached chunk before it (the steady state of a full clip, unseen with 5 frames:
-# without it the decoded motion lagged by 40-140 ms).
-WINDOWS = ((0, 5), (1100, 9))
+# without it the decoded motion lagged by 40-140 ms); from step 2000 on, 25 = 7 latent frames (with 9,
+# the colour drifted after the 4th latent frame of a full clip: yellow turned red, green grey-blue).
+WINDOWS = ((0, 5), (1100, 9), (2000, 25))
+
+
+# From step 1400 on, the object's solid pixels weigh 4x more again: before it the decoder blended small
+# objects into the background and lost their colour (yellow decoded orange-red, green grey).
+SOLID_WEIGHT_FROM = 1400
 
 
 def video_window(step: int) -> int:
@@ -65,7 +71,7 @@ def video_pool(first_seed: int, count: int):
     return out
 
 
-def _video_batch(pool, rng, batch: int, window: int = 5):
+def _video_batch(pool, rng, batch: int, window: int = 5, solid_weight: float = 0.0):
     xs, zs, ws = [], [], []
     for _ in range(batch):
         pixels, masks, bg, scene = pool[rng.integers(len(pool))]
@@ -83,7 +89,8 @@ def _video_batch(pool, rng, batch: int, window: int = 5):
         py, px = slice(y0 * L.CELL, (y0 + CELLS) * L.CELL), slice(x0 * L.CELL, (x0 + CELLS) * L.CELL)
         xs.append(pixels[:, s:s + window, py, px])
         zs.append(torch.from_numpy(z[:, :, y0:y0 + CELLS, x0:x0 + CELLS]))
-        ws.append(1.0 + 15.0 * torch.from_numpy(m[None, :, py, px] > 0.05).float())
+        crop = torch.from_numpy(m[None, :, py, px])
+        ws.append(1.0 + 15.0 * (crop > 0.05).float() + solid_weight * (crop > 0.5).float())
     return torch.stack(xs), torch.stack(zs), torch.stack(ws)
 
 
@@ -105,7 +112,8 @@ def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch
         if step >= ENCODER_STEPS and not frozen.is_file():
             save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(ENCODER_KEYS)}, str(frozen))
         train_encoder = step < ENCODER_STEPS
-        x, z, w = _video_batch(pool, rng_for(seed, step), batch, video_window(step))
+        x, z, w = _video_batch(pool, rng_for(seed, step), batch, video_window(step),
+                               solid_weight=48.0 if step >= SOLID_WEIGHT_FROM else 0.0)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         err = decode_train(vae, z) - x
         loss_dec = (w * (err.abs() + err.square())).mean()

@@ -14,7 +14,6 @@ is the only part that touches the server, and ComfyUI modules are imported only 
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import sys
@@ -140,16 +139,11 @@ def _float(name: str, raw) -> float:
 
 
 def _plan(config, width, height, frames, fps, dtype, quant, settings, passes: dict, device: str):
-    """planner.plan_memory with the guidance passes. `passes_per_forward` (batched passes scale the
-    activations of one forward) and `device` are passed where the planner takes them."""
-    accepted = inspect.signature(planner.plan_memory).parameters
-    kwargs = {}
-    if "passes_per_forward" in accepted:
-        kwargs["passes_per_forward"] = passes["per_forward"]
-    if "device" in accepted:
-        kwargs["device"] = "cpu" if device == "cpu" else "cuda"
+    """planner.plan_memory with the guidance passes: the sampler holds one velocity per pass, and
+    passes batched into one forward scale its activations."""
     return planner.plan_memory(config, width, height, frames, fps=fps, dtype=dtype, quant=quant, offload=settings,
-                               cfg_passes=passes["per_step"], **kwargs)
+                               cfg_passes=passes["per_step"], passes_per_forward=passes["per_forward"],
+                               device="cpu" if device == "cpu" else "cuda")
 
 
 def _half_up(x: float) -> int:
@@ -188,7 +182,8 @@ def estimate(query: dict, host: Host = Host()) -> dict:
     out = plan.as_dict()
     out.update(model=source, width=width, height=height, frames=frames, fps=fps, dtype=dtype,
                quantization=quantization, offload=offload, seconds=round(frames / fps, 2),
-               cfg_passes=passes["per_step"], guidance=passes)
+               cfg_passes=passes["per_step"], guidance=passes,
+               denoise=dict(plan.stages.get("denoise", {})))   # the stage guidance changes, peak or not
     device_total, host_total = host.device_total_bytes(), host.host_total_bytes()
     out["device"] = {"type": host.device_type(),
                      "vram_gb": round(device_total / GB, 1) if device_total else None,

@@ -4,9 +4,10 @@ Each workflows/<name>.json is run as it is (the embedded toy model, its fixed se
 (scripts/comfy_host.py, CPU, temp folders); the mp4 it saves becomes workflows/<name>.jpg: 8 frames
 spread over the clip in a 4×2 grid above the soundtrack's waveform. The frontend (1.32) shows
 custom-node templates with the thumbnail `/api/workflow_templates/<pack>/<name>.jpg`, which ComfyUI
-serves from the pack's workflows/ folder.
+serves from the pack's workflows/ folder. Same seed, same pictures (each graph runs in a fresh server;
+checked byte for byte on the CPU) — except where the backend itself is not deterministic.
 
-    python scripts/make_thumbnails.py                 # every workflow (~1 min each on 2 CPU cores)
+    python scripts/make_thumbnails.py                 # every workflow (~20-60 s each on 2 CPU cores)
     python scripts/make_thumbnails.py --only text_to_video_audio
 """
 from __future__ import annotations
@@ -89,9 +90,9 @@ def main(argv=None) -> int:
     try:
         (tmp / "input").mkdir()
         shutil.copy(comfy_host.COMFY_DIR / "input" / "example.png", tmp / "input" / "example.png")
-        with comfy_host.ComfyHost(output_dir=tmp / "output", input_dir=tmp / "input",
-                                  log_path=tmp / "comfyui.log") as host:
-            for path in paths:
+        for path in paths:      # a fresh server each: no model or cache state carried between graphs
+            with comfy_host.ComfyHost(output_dir=tmp / "output", input_dir=tmp / "input",
+                                      log_path=tmp / "comfyui.log") as host:
                 frames, audio = decode(run_workflow(host, json.loads(path.read_text())))
                 out = path.with_suffix(".jpg")
                 thumbnail(frames, audio).save(out, quality=88, optimize=True)

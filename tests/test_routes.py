@@ -129,9 +129,6 @@ def test_batched_guidance_passes_reach_the_planner():
     wide = routes.estimate({**base, "guidance": {**GUIDANCE_NODE, "batch_passes": True, "bridge_off": "separate",
                                                  "audio_negative": True}})
     assert wide["guidance"]["per_forward"] == 3 and wide["cfg_passes"] == 5
-    import inspect
-    if "passes_per_forward" not in inspect.signature(planner.plan_memory).parameters:
-        pytest.skip("kernels/planner.py does not take passes_per_forward yet")
     expected = planner.plan_memory(PRESETS["mova-360p"], 640, 352, 97, dtype="bf16", cfg_passes=3,
                                    passes_per_forward=2)
     assert batched["vram_gb"] == round(expected.vram_bytes / 1e9, 2)

@@ -98,6 +98,6 @@ def test_low_vram_workflow_quantizes_and_streams_with_few_resident_layers():
     loader = next(n for n in ui["nodes"] if n["type"] == "MOVAModelLoader")
     model, dtype, quantization, offload, resident = loader["widgets_values"]
     assert model == "mova-toy" and quantization in ("fp8_e4m3fn", "nf4")
-    assert offload in ("cpu", "disk") and resident <= 2
+    assert offload == "disk" and resident <= 2      # streams from the mmap'd files: little host RAM too
     save = next(n for n in ui["nodes"] if n["type"] == "SaveVideo")
     assert save["widgets_values"][0] == "video/MOVA_low_vram"

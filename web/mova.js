@@ -4,7 +4,7 @@
 // Where the estimate's inputs come from (see docs/web.md):
 //   loader widgets   -> model / preset, dtype, quantization, offload, resident_layers
 //   latent node      -> width, height, frames, fps: the MOVALatent feeding the sampler this loader
-//                       feeds (else the first MOVALatent in the graph, else the 360p defaults)
+//                       feeds, also through a LoRA node (else the first MOVALatent, else 360p defaults)
 //   sampler node     -> steps, video_cfg / audio_cfg (released text CFG: 2 passes per step, 1 when both are 1)
 //   guidance node    -> the MOVA Bridge Guidance widgets when one feeds the sampler's guidance input;
 //                       the server plans the passes with models/guidance.py (the code the sampler runs)
@@ -113,6 +113,20 @@ function downstream(graph, node) {
   return found;
 }
 
+// The sampler the loader's model reaches, also through nodes in between (MOVA LoRA, reroutes).
+function findSampler(graph, node) {
+  const seen = new Set([node.id]);
+  let frontier = [node];
+  for (let depth = 0; depth < 8 && frontier.length; depth++) {
+    const next = frontier.flatMap((n) => downstream(graph, n)).filter((n) => !seen.has(n.id));
+    const sampler = next.find((n) => n.type === SAMPLER);
+    if (sampler) return sampler;
+    next.forEach((n) => seen.add(n.id));
+    frontier = next;
+  }
+  return null;
+}
+
 // ------------------------------------------------------------------------------- memory estimate
 function estimateQuery(node) {
   const graph = node.graph ?? app.graph;
@@ -121,7 +135,7 @@ function estimateQuery(node) {
     const v = value(node, key);
     if (v !== undefined) query[key] = v;
   }
-  const sampler = downstream(graph, node).find((n) => n.type === SAMPLER);
+  const sampler = findSampler(graph, node);
   let latent = sampler ? linkedNode(graph, sampler, "latent") : null;
   if (latent?.type !== LATENT) latent = graph._nodes?.find((n) => n.type === LATENT) ?? null;
   if (latent) {

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from browser_env import PACK_NAME, missing_browser, workflow_files
+from browser_env import ARTIFACTS, PACK_NAME, ROOT, missing_browser, workflow_files
 
 reason = missing_browser()
 if reason:
@@ -19,6 +19,8 @@ if reason:
 
 MOVA_COLOR, MOVA_BGCOLOR = "#1f4e5a", "#163a43"
 T2VA = "text_to_video_audio.json"
+GUIDED = "lora_bridge_guidance.json"
+OLD_WORKFLOWS = ROOT / "tests" / "fixtures" / "workflows_v1"
 
 
 def load_workflow(name: str) -> dict:
@@ -66,14 +68,88 @@ def test_workflow_loads_without_missing_nodes_or_errors(canvas, path):
     assert not [k for v in prompt.values() for k in v["inputs"] if k in ("memory_estimate", "duration")]
     for loader in (n for n in nodes if n["type"].startswith("MOVAModelLoader")):
         wait_estimate(canvas, loader["id"])
+    # Frontend 1.32 offers a node's properties.models only when a widget value equals an entry's name;
+    # the MOVA loaders select folders (mova-toy), so the embedded toy opens no missing-models dialog.
+    # If a later frontend shows one, it must list our entries and nothing else.
+    listed = missing_models_dialog(canvas)
+    assert listed is None or set(listed) <= set(model_labels(workflow)), listed
     canvas.screenshot(f"workflow-{path.stem}")
     assert not canvas.unexpected_errors(), f"console errors while loading {path.name}: {canvas.unexpected_errors()}"
 
 
-@pytest.mark.xfail(strict=False, reason="workflows/ layouts predate the estimate widget: nodes under the "
-                                      "model loader need ~60 px more room (reported to the workflows owner)")
+def model_labels(workflow: dict) -> list[str]:
+    """How the frontend's missing-models dialog labels our entries: '<directory> / <name>'."""
+    return [f"{m['directory']} / {m['name']}" for n in workflow["nodes"] for m in n.get("properties", {}).get("models", [])]
+
+
+def missing_models_dialog(canvas) -> list[str] | None:
+    """The entries of the open missing-models dialog (None when there is none)."""
+    canvas.page.wait_for_timeout(500)
+    text = canvas.page.evaluate("""() => {
+        const d = document.querySelector('.p-dialog[aria-labelledby="global-missing-models-warning"]');
+        return d ? d.innerText : null; }""")
+    if text is None:
+        return None
+    assert "Invalid directory" not in text and "not allowed" not in text and "Only allowed suffixes" not in text, text
+    return re.findall(r"^(\S+ / \S+)$", text, flags=re.M)
+
+
+def test_missing_models_dialog_lists_the_real_files_with_their_downloads(canvas):
+    """The same entries given as the workflow's model list (which the frontend always checks): the
+    dialog lists every real MOVA weight file in the `mova` folder, each with a usable Download button."""
+    workflow = load_workflow(T2VA)
+    workflow["models"] = [m for n in workflow["nodes"] for m in n.get("properties", {}).get("models", [])]
+    assert len(workflow["models"]) == 13
+    canvas.load(workflow)
+    canvas.page.wait_for_selector('.p-dialog[aria-labelledby="global-missing-models-warning"]', timeout=15_000)
+    listed = missing_models_dialog(canvas)
+    assert listed == model_labels(workflow), listed
+    buttons = canvas.page.evaluate("""() => [...document.querySelectorAll(
+        '.p-dialog[aria-labelledby="global-missing-models-warning"] button')]
+        .filter(b => /^Download/.test(b.innerText.trim())).map(b => b.disabled)""")
+    assert len(buttons) == 13 and not any(buttons), buttons
+    canvas.screenshot("missing-models-dialog")
+    # The dialog asks huggingface.co for each file's size; this test browser may not leave 127.0.0.1.
+    offline = ("huggingface.co", "Error fetching file size")
+    assert not [e for e in canvas.unexpected_errors() if not any(o in e for o in offline)]
+
+
+@pytest.mark.parametrize("path", sorted(OLD_WORKFLOWS.glob("*.json")), ids=lambda p: p.stem)
+def test_saved_v1_workflows_still_load(canvas, path):
+    workflow = json.loads(path.read_text())
+    canvas.load(workflow)
+    nodes = canvas.nodes()
+    assert len(nodes) == len(workflow["nodes"]) and all(n["registered"] for n in nodes)
+    for loader in (n for n in nodes if n["type"].startswith("MOVAModelLoader")):
+        assert vram_gb(wait_estimate(canvas, loader["id"])) > 0
+    assert not canvas.unexpected_errors(), canvas.unexpected_errors()
+
+
+def test_template_browser_lists_every_workflow_with_its_thumbnail(canvas):
+    thumbnails = {}
+    canvas.page.on("response", lambda r: f"/workflow_templates/{PACK_NAME}/" in r.url and r.url.endswith(".jpg")
+                   and thumbnails.__setitem__(urllib.parse.unquote(r.url.rsplit("/", 1)[1]),
+                                              (r.status, r.headers.get("content-type"))))
+    canvas.page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+    canvas.page.get_by_text(PACK_NAME, exact=True).click()
+    names = sorted(p.stem for p in workflow_files())
+    canvas.page.wait_for_function(
+        """(names) => names.every(n => [...document.querySelectorAll('.p-dialog img')]
+                                       .some(i => i.alt === n && i.complete && i.naturalWidth > 0))""",
+        arg=names, timeout=30_000)
+    shown = canvas.page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.p-dialog img')]
+        .map(i => [i.alt, [i.naturalWidth, i.naturalHeight]]))""")
+    assert {n: shown.get(n) for n in names} == {n: [512, 320] for n in names}
+    assert thumbnails == {f"{n}.jpg": (200, "image/jpeg") for n in names}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    canvas.page.screenshot(path=str(ARTIFACTS / "template-browser.png"))
+    assert not canvas.unexpected_errors()
+
+
 @pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.stem)
 def test_workflow_nodes_do_not_overlap_once_widgets_grow(canvas, path):
+    # The info widgets reserve their lines when the node is created (web/mova.js INFO_LINES) and the
+    # workflows are laid out with those sizes (scripts/update_workflows.py): nothing grows into a neighbour.
     canvas.load(json.loads(path.read_text()))
     for loader in (n for n in canvas.nodes() if n["type"].startswith("MOVAModelLoader")):
         wait_estimate(canvas, loader["id"])
@@ -122,6 +198,44 @@ def test_memory_estimate_follows_quantization(canvas, server):
     assert vram_gb(bf16) - vram_gb(fp8) > 10, (bf16, fp8)
     print(f"\nestimate 360p 640x352x97: none -> {bf16.splitlines()[0]} | fp8 -> {fp8.splitlines()[0]}")
     canvas.screenshot("memory-estimate-fp8")
+    assert not canvas.unexpected_errors()
+
+
+def test_memory_estimate_follows_the_guidance_passes(canvas):
+    """Passes per step from the Bridge Guidance node feeding the sampler (planned by the server with
+    models/guidance.py), from the sampler's cfg values without it; each pass is one more velocity held."""
+    canvas.load(load_workflow(GUIDED))
+    nodes = canvas.nodes()
+    loader = next(n["id"] for n in nodes if n["type"] == "MOVAModelLoader")
+    guidance = next(n["id"] for n in nodes if n["type"] == "MOVABridgeGuidance")
+    sampler = next(n["id"] for n in nodes if n["type"] == "MOVASampler")
+
+    def served():
+        return canvas.page.evaluate("id => window.app.graph.getNodeById(id).__movaEstimate", loader)
+
+    seen = {}
+    text = wait_estimate(canvas, loader)
+    steps = [("bridge 2.0 (workflow)", None, 3),
+             ("bridge neutral", lambda: [canvas.set_widget(guidance, k, 1.0) for k in ("a2v_bridge_scale", "v2a_bridge_scale")], 2),
+             ("separate bridge-off", lambda: [canvas.set_widget(guidance, k, 2.0) for k in ("a2v_bridge_scale", "v2a_bridge_scale")]
+              + [canvas.set_widget(guidance, "bridge_off", "separate")], 4),
+             ("guidance unlinked, cfg 1", lambda: [canvas.page.evaluate(
+                 "id => { const n = window.app.graph.getNodeById(id); n.disconnectInput(n.findInputSlot('guidance')); }", sampler),
+                 canvas.set_widget(sampler, "video_cfg", 1.0), canvas.set_widget(sampler, "audio_cfg", 1.0)], 1)]
+    for name, change, passes in steps:
+        if change:
+            change()
+            text = wait_estimate(canvas, loader, not_equal=text)
+        canvas.page.wait_for_function(
+            "([id, n]) => window.app.graph.getNodeById(id).__movaEstimate?.cfg_passes === n", arg=[loader, passes],
+            timeout=15_000)
+        text = canvas.widget(loader, "memory_estimate")
+        assert f"{passes} pass" in text.splitlines()[2], (name, text)
+        seen[name] = served()["denoise"]["latents"]
+    latents = list(seen.values())
+    assert latents[0] > latents[1] and latents[2] > latents[0] and latents[3] < latents[1], seen
+    print(f"\nsampler latents held (bytes) by guidance: {seen}")
+    canvas.screenshot("memory-estimate-guidance")
     assert not canvas.unexpected_errors()
 
 

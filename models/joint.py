@@ -10,16 +10,17 @@ from .dit import AudioDiT, VideoDiT
 def joint_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge,
                   video_latents: torch.Tensor, audio_latents: torch.Tensor, timestep, context: torch.Tensor,
                   y: torch.Tensor = None, video_fps: float = 24.0,
-                  a2v_scale: float = 1.0, v2a_scale: float = 1.0):
+                  a2v_scale: float = 1.0, v2a_scale: float = 1.0, audio_timestep=None):
     """Velocities (video [B,16,F,H,W], audio [B,C,L]) in the towers' activation dtype.
 
     video_latents [B,16,F,H,W] (any float dtype; cast per forward), y [B,20,F,H,W] mask + first frame,
     timestep: float or [B] tensor in [0, 1000] (same t for both towers), context [B, 512, text_dim].
     a2v_scale / v2a_scale multiply the Bridge outputs; 0 skips that direction.
+    audio_timestep (training only; MOVA samples with one t): the audio tower's own t when given.
     """
     # 1. time embeddings (fp32 MLPs, cast to the activation dtype), 2. text embeddings
     video_t, video_t_mod = video_dit.embed_time(timestep)
-    audio_t, audio_t_mod = audio_dit.embed_time(timestep)
+    audio_t, audio_t_mod = audio_dit.embed_time(timestep if audio_timestep is None else audio_timestep)
     video_ctx = video_dit.embed_text(context)
     audio_ctx = audio_dit.embed_text(context)
 

@@ -123,6 +123,14 @@ class _Run:
     t_pool: np.ndarray          # indices into the training table this run draws t from
 
 
+# From this step of stage 1 on, half of the samples draw the audio tower's t independently of the
+# video's: with one modality cleaner than the other the Bridge is the only way to lower the loss, which
+# teaches the towers to read timing from each other (with a shared t only, 1500 steps gave a Bridge that
+# barely moved the onsets: 68 ms on vs 93 ms off).
+DECOUPLE_FROM = 1500
+DECOUPLE_FRACTION = 0.5
+
+
 def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.998, log_every: int = 10):
     """Stage 1: one video expert + audio tower + Bridge over all t. Stage 2 (o.expert_steps > 0): each
     expert fine-tuned from it on its own t range (high: t >= boundary, low: below), audio tower and
@@ -175,9 +183,14 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
         ea = torch.randn(x0a.shape, generator=g)
         sv, sa = sigma.view(b, 1, 1, 1, 1), sigma.view(b, 1, 1)
         bridge = 0.0 if rng.random() < bridge_drop else 1.0
+        audio_t = None
+        if run.name == "dit" and step >= DECOUPLE_FROM:
+            own = torch.from_numpy(rng.random(b) < DECOUPLE_FRACTION)
+            ka = torch.where(own, torch.from_numpy(run.t_pool[rng.integers(0, len(run.t_pool), size=b)]), k)
+            sa, audio_t = table_s[ka].view(b, 1, 1), table_t[ka]
         out_v, out_a = joint_forward(run.video, run.gen.audio, run.gen.bridge, (1 - sv) * x0v + sv * ev,
                                      (1 - sa) * x0a + sa * ea, timestep, contexts[ids], y=y.expand(b, -1, -1, -1, -1),
-                                     video_fps=scenes.FPS, a2v_scale=bridge, v2a_scale=bridge)
+                                     video_fps=scenes.FPS, a2v_scale=bridge, v2a_scale=bridge, audio_timestep=audio_t)
         loss_v = (out_v - (ev - x0v)).square().mean()
         loss_a = (out_a - (ea - x0a)).square().mean()
         loss = loss_v + loss_a

@@ -3,11 +3,11 @@ frames (IMAGE) and waveform (AUDIO), for the low-VRAM workflow (fp8, offload dis
 the quantized copy written to a fresh temp folder each time) and the plain text-to-video workflow, and
 offload disk equals offload cpu.
 
-Why tensors and not the mp4: SaveVideo's libx264 encode is not repeatable on a busy machine. The same
-IMAGE tensor, encoded by ComfyUI's own VideoFromComponents.save_to in separate processes, gives a
-different h264 stream now and then (decoded frames up to ~37/255 apart), even with threads=1.
-So a probe node (written here into a temp custom_nodes/, never shipped) records the float tensors inside
-the server, before any encoding.
+Why tensors and not the mp4: SaveVideo's libx264 encode (PyAV 18.1, x264 core 165) is not repeatable
+on the toy's 64x64 frames. The same yuv420p input gives a different h264 stream in many encodes (decoded
+frames up to ~38/255 apart), even with threads=1 in an idle process; with x264's mbtree=0 or bframes=0,
+or at 128x128 and up, it repeats. So a probe node (written here into a temp custom_nodes/, never
+shipped) records the float tensors inside the server, before any encoding.
 """
 from __future__ import annotations
 

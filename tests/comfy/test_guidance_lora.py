@@ -18,22 +18,26 @@ from conftest import (COMFY_DIR, OLD_WORKFLOWS, ROOT, WORKFLOWS, check_av_file, 
                       model_sample_rate)
 
 NEW_WORKFLOW = WORKFLOWS / "lora_bridge_guidance.json"
-DEMO_LORA = ROOT / "embedded" / "loras" / "mova-toy-demo-lora.safetensors"
+DEMO_LORA = ROOT / "embedded" / "loras" / "mova-toy-trained-demo-lora.safetensors"    # fits embedded/mova-toy
+# The first release's demo LoRA fits the random stand-in (mova-toy-random: video 64 wide, audio 32), which
+# the old saved workflow (tests/fixtures/workflows_v1) still selects.
+STAND_IN_DEMO_LORA = ROOT / "embedded" / "loras" / "mova-toy-demo-lora.safetensors"
 STEPS = 3
 LORA_ID, GUIDE_ID, AUDIO_NEG_ID = "900", "901", "902"
 
 
 # ------------------------------------------------------------------------------------------ LoRA files
 
-def write_demo_lora(path: Path) -> Path:
-    """The pack's demo LoRA (embedded/loras/): MOVA-prefixed peft keys on modules the embedded models
-    share (blocks 0-2 attention of both video experts, audio blocks 0-2 self-attention), fixed seed."""
+def write_demo_lora(path: Path, video_width: int = 128, audio_width: int = 64) -> Path:
+    """A demo LoRA of embedded/loras/: MOVA-prefixed peft keys on modules the embedded models share
+    (blocks 0-2 attention of both video experts, audio blocks 0-2 self-attention), fixed seed. The
+    default widths fit the trained toy; 64/32 the random stand-in."""
     g = torch.Generator().manual_seed(20260122)
     sd = {}
-    for prefix, width, parts in (("video_dit", 64, ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+    for prefix, width, parts in (("video_dit", video_width, ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                                                     "cross_attn.q", "cross_attn.o")),
-                                 ("video_dit_2", 64, ("self_attn.q", "self_attn.v", "cross_attn.o")),
-                                 ("audio_dit", 32, ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"))):
+                                 ("video_dit_2", video_width, ("self_attn.q", "self_attn.v", "cross_attn.o")),
+                                 ("audio_dit", audio_width, ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"))):
         for block in range(3):
             for part in parts:
                 base = f"{prefix}.blocks.{block}.{part}"
@@ -186,16 +190,18 @@ def test_nodes_registered_with_category_and_tooltips(env):
 
 def test_lora_list_has_files_and_lora_folders_not_their_insides(env):
     options = env.comfy.object_info("MOVALora")["input"]["required"]["lora"][1]["options"]
-    for name in ("community_wan22.safetensors", "mova_accelerate/", "videox_fun/", DEMO_LORA.name):
+    for name in ("community_wan22.safetensors", "mova_accelerate/", "videox_fun/", DEMO_LORA.name,
+                 STAND_IN_DEMO_LORA.name):
         assert name in options, options
     assert not [o for o in options if o.startswith(("mova_accelerate/", "videox_fun/")) and not o.endswith("/")]
 
 
-def test_demo_lora_is_the_one_this_code_writes(tmp_path):
-    """embedded/loras/ ships the demo LoRA of the workflow; it is reproducible from write_demo_lora."""
+@pytest.mark.parametrize("shipped, widths", [(DEMO_LORA, (128, 64)), (STAND_IN_DEMO_LORA, (64, 32))])
+def test_demo_loras_are_the_ones_this_code_writes(tmp_path, shipped, widths):
+    """embedded/loras/ ships the demo LoRAs of the workflows; they are reproducible from write_demo_lora."""
     from safetensors.torch import load_file
-    fresh = load_file(str(write_demo_lora(tmp_path / "demo.safetensors")))
-    shipped = load_file(str(DEMO_LORA))
+    fresh = load_file(str(write_demo_lora(tmp_path / "demo.safetensors", *widths)))
+    shipped = load_file(str(shipped))
     assert fresh.keys() == shipped.keys() and all(torch.equal(fresh[k], shipped[k]) for k in fresh)
 
 

@@ -4,8 +4,9 @@ Each workflows/<name>.json is run as it is (the embedded toy model, its fixed se
 (scripts/comfy_host.py, CPU, temp folders); the mp4 it saves becomes workflows/<name>.jpg: 8 frames
 spread over the clip in a 4×2 grid above the soundtrack's waveform. The frontend (1.32) shows
 custom-node templates with the thumbnail `/api/workflow_templates/<pack>/<name>.jpg`, which ComfyUI
-serves from the pack's workflows/ folder. Same seed, same pictures (each graph runs in a fresh server;
-checked byte for byte on the CPU) — except where the backend itself is not deterministic.
+serves from the pack's workflows/ folder. Same seed, same tensors (tests/comfy/test_server_determinism.py),
+but not always the same JPEG: libx264 (PyAV 18.1, used by core SaveVideo) does not encode 64x64 frames
+the same way twice (its lookahead; mbtree=0 or bframes=0 would fix it, SaveVideo exposes neither).
 
     python scripts/make_thumbnails.py                 # every workflow (~20-60 s each on 2 CPU cores)
     python scripts/make_thumbnails.py --only text_to_video_audio

@@ -19,7 +19,8 @@ from .. import captions
 from . import configs
 from .common import render_pool
 
-DEFAULTS = {"video_vae_steps": 1100, "audio_vae_steps": 900, "clips": 512, "dit_steps": 2600, "expert_steps": 0, "batch": 8}
+DEFAULTS = {"video_vae_steps": 2300, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 3000, "expert_steps": 100,
+            "batch": 16}
 
 
 @dataclass(frozen=True)

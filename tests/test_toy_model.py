@@ -114,6 +114,12 @@ def _fake_latents(work, n=4):
                 "impacts": [[0.5]] * n}, work / "latents.pt")
 
 
+def _fake_latents_dir(work):
+    work.mkdir()
+    _fake_latents(work)
+    return work
+
+
 def test_dit_training_is_deterministic_and_resumes(tmp_path):
     cfg = configs.mova_config()
     straight, resumed = tmp_path / "a", tmp_path / "b"
@@ -121,9 +127,10 @@ def test_dit_training_is_deterministic_and_resumes(tmp_path):
         w.mkdir()
         _fake_latents(w)
     y = torch.randn(1, 20, 13, 8, 8, generator=torch.Generator().manual_seed(1))
-    a = dit.train_dit(pipeline.Options(work=straight, out=tmp_path / "x", dit_steps=3, batch=2), cfg, y)
-    dit.train_dit(pipeline.Options(work=resumed, out=tmp_path / "x", dit_steps=2, batch=2), cfg, y)   # saves at its end
-    b = dit.train_dit(pipeline.Options(work=resumed, out=tmp_path / "x", dit_steps=3, batch=2), cfg, y)
+    opts = dict(out=tmp_path / "x", batch=2, expert_steps=0)
+    a = dit.train_dit(pipeline.Options(work=straight, dit_steps=3, **opts), cfg, y)
+    dit.train_dit(pipeline.Options(work=resumed, dit_steps=2, **opts), cfg, y)   # saves at its end
+    b = dit.train_dit(pipeline.Options(work=resumed, dit_steps=3, **opts), cfg, y)
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
     lines = (resumed / "dit.log.jsonl").read_text().splitlines()
@@ -152,3 +159,9 @@ def test_expert_split_tunes_each_expert_on_its_own_range_and_resumes(tmp_path):
     for (k, a), b in zip(two.state_dict().items(), three.state_dict().values()):
         assert torch.equal(a, b), k
     assert (resumed / "expert_video_low.log.jsonl").is_file()
+    # raising stage 1's target afterwards tunes the experts again from the new stage 1
+    more = dit.train_dit(pipeline.Options(work=resumed, out=tmp_path / "x", dit_steps=3, expert_steps=2, batch=2), cfg, y)
+    fresh = dit.train_dit(pipeline.Options(work=tmp_path / "fresh3", out=tmp_path / "x", dit_steps=3, expert_steps=2,
+                                           batch=2), cfg, y) if _fake_latents_dir(tmp_path / "fresh3") else None
+    for (k, a), b in zip(fresh.state_dict().items(), more.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -141,7 +141,9 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.99
     gen.train().requires_grad_(True)
     ema = copy.deepcopy(gen).requires_grad_(False)
     run = _Run("dit", gen, gen, ema, gen.video_high, o.dit_steps, lr, np.arange(len(table_t)))
-    _train(o, run, data, y, table_t, table_s, ema_decay, log_every, snapshot_cfg=cfg)
+    if _train(o, run, data, y, table_t, table_s, ema_decay, log_every, snapshot_cfg=cfg):
+        for name in ("video_high", "video_low"):    # tuned from an older stage 1: start them again
+            Checkpoint(o.work, f"expert_{name}").path.unlink(missing_ok=True)
     full = _both_experts(cfg, ema, o.seed)
     if o.expert_steps <= 0:
         return full
@@ -157,8 +159,8 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.99
 
 
 def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_drop: float = 0.1,
-           bridge_drop: float = 0.1, snapshot_cfg=None) -> None:
-    """Text dropout (negative or empty prompt) makes text CFG meaningful; Bridge dropout (a2v = v2a = 0)
+           bridge_drop: float = 0.1, snapshot_cfg=None) -> int:
+    """Runs `run` from its checkpoint to run.steps; returns how many steps it took. Text dropout (negative or empty prompt) makes text CFG meaningful; Bridge dropout (a2v = v2a = 0)
     teaches the unbridged marginals that bridge guidance contrasts against."""
     video, audio, cap, contexts = data["video"], data["audio"], data["caption_ids"], data["contexts"]
     neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
@@ -166,7 +168,7 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
     opt = torch.optim.AdamW(params, lr=run.lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, run.steps))
     ckpt, log = Checkpoint(o.work, run.name), Log(o.work, run.name)
-    step = ckpt.load(model=run.trained, ema=run.ema, opt=opt, sched=sched)
+    step = first = ckpt.load(model=run.trained, ema=run.ema, opt=opt, sched=sched)
     n, b = len(video), o.batch
     salt = zlib.crc32(run.name.encode())
     while step < run.steps:
@@ -211,6 +213,7 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
         if snapshot_cfg is not None and (o.work / "dit.snapshot").is_file():   # touch it: current EMA as generator
             (o.work / "dit.snapshot").unlink()
             snapshot(o, snapshot_cfg, run.ema)
+    return step - first
 
 
 def _both_experts(cfg, trained, seed):

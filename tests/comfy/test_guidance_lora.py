@@ -419,14 +419,12 @@ def test_node_settings_reach_the_engine(env, comfy):
 # ------------------------------------------------------------------------------------------ workflows
 
 def _layout_ok(ui):
+    """No two nodes overlap. The loaders' sizes already hold the estimate lines web/mova.js reserves at
+    creation; tests/browser/test_canvas.py checks the rendered canvas for overlaps."""
     boxes = [(n["type"], n["pos"][0], n["pos"][1], n["size"][0], n["size"][1]) for n in ui["nodes"]]
     for i, (ta, xa, ya, wa, ha) in enumerate(boxes):
         for tb, xb, yb, wb, hb in boxes[i + 1:]:
             assert not (xa < xb + wb and xb < xa + wa and ya < yb + hb and yb < ya + ha), (ta, tb)
-    for t, x, y, w, h in boxes:   # room for the estimate widget the web extension adds under loaders
-        if "Loader" in t:
-            below = [(tb, yb) for tb, xb, yb, wb, hb in boxes if xb < x + w and x < xb + wb and yb >= y + h]
-            assert all(yb - (y + h) >= 80 for _, yb in below), (t, below)
 
 
 def test_new_workflow_uses_both_nodes_and_runs_to_an_mp4_with_audio(env, comfy):

@@ -183,6 +183,17 @@ class DualGuidance:
         return f"{self.settings.form} guidance: " + ", ".join(runs) + batched + f"; {sum(counts)} forwards total"
 
     # ------------------------------------------------------------------------------ running
+    def forward_groups(self, passes: Sequence) -> list:
+        """`passes` as joint forwards: with batch_passes one group per distinct bridge setting, else one each."""
+        groups = {}
+        for p in passes:
+            groups.setdefault((p.a2v_scale, p.v2a_scale) if self.settings.batch_passes else p, []).append(p)
+        return list(groups.values())
+
+    def largest_forward(self, steps: int) -> int:
+        """The most passes one joint forward batches over `steps` steps (what activations scale with)."""
+        return max(len(g) for i in range(steps) for g in self.forward_groups(self.plan(i)))
+
     def run_forwards(self, generator, expert, passes: Sequence, video, audio, timestep, contexts: dict, y,
                      video_fps: float) -> list:
         """Outputs of `passes` in order; with batch_passes, one forward per distinct bridge setting."""
@@ -191,12 +202,8 @@ class DualGuidance:
             if contexts.get(p.text) is None:
                 raise InputError(f"guidance asked for the {p.text!r} text conditioning but none was given; "
                                  "connect a negative prompt or set the text guidance scales to 1.")
-        groups = {}
-        for p in passes:
-            key = (p.a2v_scale, p.v2a_scale) if self.settings.batch_passes else p
-            groups.setdefault(key, []).append(p)
         outputs = {}
-        for group in groups.values():
+        for group in self.forward_groups(passes):
             ctxs = [contexts[p.text] for p in group]
             if len(group) > 1 and len({tuple(c.shape) for c in ctxs}) == 1:
                 n = len(group)

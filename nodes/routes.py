@@ -118,12 +118,8 @@ def guidance_passes(query: dict) -> dict:
     settings = GuidanceSettings(**fields)       # its own checks raise InputError (a MovaError: HTTP 400)
     negative = torch.zeros(1) if raw.get("audio_negative") else None   # only "is it linked" matters here
     guidance = DualGuidance(settings, audio_negative=negative, steps=steps)
-    plans = [guidance.plan(i) for i in range(steps)]
-    per_step = max(len(p) for p in plans)
-    per_forward = 1
-    if settings.batch_passes:     # run_forwards batches the passes that share a Bridge setting
-        per_forward = max(max(sum(1 for q in p if (q.a2v_scale, q.v2a_scale) == key)
-                              for key in {(q.a2v_scale, q.v2a_scale) for q in p}) for p in plans)
+    per_step = max(len(guidance.plan(i)) for i in range(steps))
+    per_forward = guidance.largest_forward(steps) if settings.batch_passes else 1
     return {"source": "bridge guidance", "per_step": per_step, "per_forward": per_forward,
             "batched": settings.batch_passes}
 

@@ -217,7 +217,8 @@ class OffloadEngine:
                 (expert, "blocks", i), ("audio_dit", "blocks", i)]
         return [self.blocks[k] for k in keys if k in self.blocks]
 
-    def _resident(self, i: int) -> bool:
+    def is_resident(self, i: int) -> bool:
+        """Unit i stays on the compute device between forwards (not streamed)."""
         r = self.settings.resident_units
         return r < 0 or i < r
 
@@ -262,7 +263,7 @@ class OffloadEngine:
 
     def wants_prefetch(self, i: int) -> bool:
         """Unit i is worth copying ahead: it exists, is streamed, and is not already on its way."""
-        return 0 <= i < self.num_units and i not in self._pending and not self._resident(i)
+        return 0 <= i < self.num_units and i not in self._pending and not self.is_resident(i)
 
     # ---- hooks -------------------------------------------------------------------------------
     def activate(self, expert: str) -> None:
@@ -284,7 +285,7 @@ class OffloadEngine:
         keep = {id(g) for g in self.unit(i)} | {id(g) for j in (i + 1,) if j in self._pending
                                                 for g in self._pending[j][0]}
         for (c, _, j), g in self.blocks.items():  # bound the device footprint even after an interrupt
-            if g.loaded and id(g) not in keep and not (self._resident(j) and c in (self.active, "audio_dit",
+            if g.loaded and id(g) not in keep and not (self.is_resident(j) and c in (self.active, "audio_dit",
                                                                                    "dual_tower_bridge")):
                 self._evict(g)
         if i in self._pending:
@@ -294,7 +295,7 @@ class OffloadEngine:
         self._prefetch(i + 1)
 
     def _exit(self, i: int):
-        if not self._resident(i):
+        if not self.is_resident(i):
             for g in self.unit(i):
                 self._evict(g)
 
@@ -312,7 +313,7 @@ class OffloadEngine:
         for g in self.stems.values():
             self._load(g)
         for i in range(self.num_units):
-            if self._resident(i):
+            if self.is_resident(i):
                 for g in self.unit(i):
                     self._load(g)
         return self
@@ -342,19 +343,15 @@ class OffloadEngine:
     def unit_bytes(self, i: int) -> int:
         return sum(g.nbytes for g in self.unit(i))
 
-    def is_resident(self, i: int) -> bool:
-        """Unit i stays on the compute device between forwards (not streamed)."""
-        return self._resident(i)
-
     def resident_bytes(self) -> int:
         """Bytes on the compute device after to(): the stems and the resident units of the active expert."""
         stems = sum(g.nbytes for g in self.stems.values())
-        return stems + sum(self.unit_bytes(i) for i in range(self.num_units) if self._resident(i))
+        return stems + sum(self.unit_bytes(i) for i in range(self.num_units) if self.is_resident(i))
 
     def peak_bytes(self) -> int:
         """resident_bytes() plus the streamed units in flight while sampling: one, two when a CUDA side
         stream prefetches the next unit. What ComfyUI should reserve for this model."""
-        streamed = [self.unit_bytes(i) for i in range(self.num_units) if not self._resident(i)]
+        streamed = [self.unit_bytes(i) for i in range(self.num_units) if not self.is_resident(i)]
         return self.resident_bytes() + (2 if self._stream is not None else 1) * max(streamed, default=0)
 
     def total_bytes(self) -> int:

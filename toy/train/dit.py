@@ -160,8 +160,9 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.99
 
 def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_drop: float = 0.1,
            bridge_drop: float = 0.1, snapshot_cfg=None) -> int:
-    """Runs `run` from its checkpoint to run.steps; returns how many steps it took. Text dropout (negative or empty prompt) makes text CFG meaningful; Bridge dropout (a2v = v2a = 0)
-    teaches the unbridged marginals that bridge guidance contrasts against."""
+    """Runs `run` from its checkpoint to run.steps; returns how many steps it took. Text dropout
+    (negative or empty prompt) makes text CFG meaningful; Bridge dropout (a2v = v2a = 0) teaches the
+    unbridged marginals that bridge guidance contrasts against."""
     video, audio, cap, contexts = data["video"], data["audio"], data["caption_ids"], data["contexts"]
     neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
     params = [p for p in run.trained.parameters() if p.requires_grad]

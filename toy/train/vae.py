@@ -34,13 +34,15 @@ WINDOWS = ((0, 5), (1100, 9), (2000, 25))
 SOLID_WEIGHT_FROM = 1400
 
 
-def video_window(step: int) -> int:
-    return [w for start, w in WINDOWS if step >= start][-1]
 # The video encoder only makes the first-frame conditioning y: it is frozen (and saved) after this many
 # steps so the tower training can start while the decoder keeps learning (decoder-only steps are faster).
 ENCODER_STEPS = 80
 ENCODER_KEYS = ("encoder.", "conv1.")
 AUDIO_FRAMES = 20              # 0.4 s
+
+
+def video_window(step: int) -> int:
+    return [w for start, w in WINDOWS if step >= start][-1]
 
 
 def encode_train(vae: WanVideoVAE, x: torch.Tensor) -> torch.Tensor:

@@ -71,9 +71,7 @@ def thumbnail(frames: np.ndarray, audio: np.ndarray) -> Image.Image:
 
 def run_workflow(host: comfy_host.ComfyHost, ui: dict) -> bytes:
     """The mp4 the workflow saves, run through the server like the frontend would queue it."""
-    kinds = {n["type"] for n in ui["nodes"]} - workflow_api.FRONTEND_ONLY
-    info = {k: host.get_json(f"/object_info/{k}")[k] for k in kinds}
-    entry = host.run(workflow_api.ui_to_api(ui, info), timeout=1800)
+    entry = host.run(workflow_api.ui_to_api(ui, host.get_json("/object_info")), timeout=1800)
     videos = [f for f in comfy_host.output_files(entry) if f["filename"].endswith(".mp4")]
     if len(videos) != 1:
         raise SystemExit(f"expected one mp4 from the workflow, got {videos}")

@@ -4,7 +4,8 @@
     python scripts/train_toy.py --stage video_vae   # one stage (video_vae and audio_vae may run in parallel)
 
 Stages: text (tokenizer + frozen random umT5), video_vae, audio_vae, encode (latents of N clips),
-dit (flow matching of video tower + audio tower + Bridge), export (MOVA folder layout).
+dit (flow matching of video tower + audio tower + Bridge), sync (audio tower + video->audio Bridge
+tuned to follow the video's timing), export (MOVA folder layout).
 Everything is seeded; checkpoints in .toy-train/ every 2 minutes make every stage resumable.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from mova_pack.toy.train import configs, pipeline
 
-STAGES = ("text", "video_vae", "audio_vae", "encode", "dit", "export")
+STAGES = ("text", "video_vae", "audio_vae", "encode", "dit", "sync", "export")
 
 
 def main(argv=None) -> int:
@@ -35,11 +36,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dit-steps", type=int, default=pipeline.DEFAULTS["dit_steps"])
     parser.add_argument("--expert-steps", type=int, default=pipeline.DEFAULTS["expert_steps"],
                         help="per-expert fine-tuning on its own t range after stage dit (0: one expert in both slots)")
+    parser.add_argument("--sync-steps", type=int, default=pipeline.DEFAULTS["sync_steps"],
+                        help="stage sync: audio tower + video->audio Bridge steps (0: skip the stage)")
     parser.add_argument("--batch", type=int, default=pipeline.DEFAULTS["batch"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     opts = pipeline.Options(work=args.work, out=args.out, seed=args.seed, video_vae_steps=args.video_vae_steps,
                             audio_vae_steps=args.audio_vae_steps, clips=args.clips, dit_steps=args.dit_steps, expert_steps=args.expert_steps,
+                            sync_steps=args.sync_steps,
                             batch=args.batch)
     for stage in (STAGES if args.stage == "all" else (args.stage,)):
         t0 = time.monotonic()

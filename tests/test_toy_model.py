@@ -165,3 +165,50 @@ def test_expert_split_tunes_each_expert_on_its_own_range_and_resumes(tmp_path):
                                            batch=2), cfg, y) if _fake_latents_dir(tmp_path / "fresh3") else None
     for (k, a), b in zip(fresh.state_dict().items(), more.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_sync_stage_audio_half_equals_the_joint_forward():
+    from mova_pack.models.generator import build_generator
+    from mova_pack.models.joint import joint_forward
+    from mova_pack.toy.train import sync
+
+    gen = build_generator(configs.mova_config(), dtype=torch.float32, seed=3).eval()
+    g = torch.Generator().manual_seed(2)
+    v, a = torch.randn(2, 16, 13, 8, 8, generator=g), torch.randn(2, configs.AUDIO_LATENT, 103, generator=g)
+    ctx, y = torch.randn(2, 512, configs.TEXT_DIM, generator=g), torch.randn(2, 20, 13, 8, 8, generator=g)
+    tv, ta = torch.tensor([950.0, 400.0]), torch.tensor([300.0, 400.0])
+    for bridge in (1.0, 0.0):
+        with torch.no_grad():
+            want = joint_forward(gen.video_low, gen.audio, gen.bridge, v, a, tv, ctx, y=y, audio_timestep=ta,
+                                 a2v_scale=bridge, v2a_scale=bridge)[1]
+            got = sync.audio_forward(gen, gen.video_low, v, a, tv, ta, ctx, y, 24.0, bridge)
+        assert torch.equal(want, got), bridge
+
+
+def test_sync_stage_tunes_only_the_audio_side_deterministically_and_resumes(tmp_path):
+    from mova_pack.models.generator import build_generator
+    from mova_pack.toy.train import sync
+
+    cfg = configs.mova_config()
+    y = torch.randn(1, 20, 13, 8, 8, generator=torch.Generator().manual_seed(1))
+    full = build_generator(cfg, dtype=torch.float32, seed=4).eval()
+    runs = {}
+    for name, stops in (("straight", (3,)), ("resumed", (2, 3))):
+        work = _fake_latents_dir(tmp_path / name)
+        for steps in stops:
+            runs[name] = sync.train_sync(pipeline.Options(work=work, out=tmp_path / "x", batch=2, sync_steps=steps),
+                                         cfg, y, full)
+    tuned = runs["straight"]
+    for (k, a), b in zip(tuned.state_dict().items(), runs["resumed"].state_dict().values()):
+        assert torch.equal(a, b), k
+    before, after = full.state_dict(), tuned.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("audio.", "bridge.video_to_audio_conditioners.")) for k in moved), moved
+    assert any(k.startswith("bridge.") for k in moved) and any(k.startswith("audio.") for k in moved)
+    assert json.loads((tmp_path / "resumed" / "sync.log.jsonl").read_text().splitlines()[-1])["step"] == 3
+
+
+def test_export_takes_the_sync_stage_generator_when_it_runs(tmp_path):
+    assert pipeline.generator_file(pipeline.Options(work=tmp_path, out=tmp_path)).name == "generator.sync.safetensors"
+    assert pipeline.generator_file(pipeline.Options(work=tmp_path, out=tmp_path, sync_steps=0)).name == \
+        "generator.safetensors"

@@ -20,7 +20,7 @@ from . import configs
 from .common import render_pool
 
 DEFAULTS = {"video_vae_steps": 2300, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 3000, "expert_steps": 100,
-            "batch": 16}
+            "sync_steps": 6000, "batch": 16}
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Options:
     clips: int = DEFAULTS["clips"]
     dit_steps: int = DEFAULTS["dit_steps"]
     expert_steps: int = DEFAULTS["expert_steps"]
+    sync_steps: int = DEFAULTS["sync_steps"]
     batch: int = DEFAULTS["batch"]
 
 
@@ -145,6 +146,28 @@ def stage_dit(o: Options) -> None:
         return
     gen = train_dit(o, configs.mova_config(video_vae_config(o)), white_frame_y(load_video_encoder(o)))
     save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(o.work / "generator.safetensors"))
+    for stale in ("sync.ckpt.pt", "generator.sync.safetensors"):     # tuned from an older generator
+        (o.work / stale).unlink(missing_ok=True)
+
+
+def stage_sync(o: Options) -> None:
+    """Stage 3 (toy/train/sync.py): audio tower + video->audio Bridge tuned to follow the video's timing."""
+    from ...models.generator import build_generator
+    from .dit import white_frame_y
+    from .sync import save_generator_state, train_sync
+
+    final = o.work / "generator.sync.safetensors"
+    if final.is_file() or o.sync_steps <= 0:
+        return
+    cfg = configs.mova_config(video_vae_config(o))
+    full = build_generator(cfg, dtype=torch.float32, seed=0)
+    full.load_state_dict(load_file(str(o.work / "generator.safetensors")))
+    save_generator_state(train_sync(o, cfg, white_frame_y(load_video_encoder(o)), full.eval()), final)
+
+
+def generator_file(o: Options) -> Path:
+    """The generator export writes: stage 3's when it runs, else stages 1-2's."""
+    return o.work / ("generator.sync.safetensors" if o.sync_steps > 0 else "generator.safetensors")
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -163,7 +186,7 @@ def stage_export(o: Options) -> None:
     text_cfg = te.load_text_encoder(text_dir(o), dtype=torch.float32).model.config
     cfg = configs.mova_config(vcfg, dataclasses.replace(configs.TEXT_ENCODER, vocab_size=text_cfg.vocab_size))
     gen = build_generator(cfg, dtype=torch.float32, seed=0)
-    gen.load_state_dict(load_file(str(o.work / "generator.safetensors")))
+    gen.load_state_dict(load_file(str(generator_file(o))))
     tmp = o.out.with_name(o.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_generator(gen, tmp)

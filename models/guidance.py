@@ -45,6 +45,13 @@ BRIDGE_OFF = ("both", "separate")
 ON = (1.0, 1.0)
 
 
+# MOVA Bridge Guidance widget name -> GuidanceSettings field (the node and the /mova/estimate route)
+NODE_WIDGETS = {"video_text_scale": "video_text_scale", "audio_text_scale": "audio_text_scale",
+                "a2v_bridge_scale": "a2v_scale", "v2a_bridge_scale": "v2a_scale", "form": "form",
+                "bridge_off": "bridge_off", "bridge_start": "bridge_start", "bridge_end": "bridge_end",
+                "batch_passes": "batch_passes"}
+
+
 @dataclass(frozen=True)
 class GuidanceSettings:
     form: str = "nested"
@@ -68,6 +75,26 @@ class GuidanceSettings:
         if not 0.0 <= self.bridge_start <= self.bridge_end <= 1.0:
             raise InputError(f"bridge step range must satisfy 0 <= start <= end <= 1, got "
                              f"start {self.bridge_start}, end {self.bridge_end}.")
+
+    @classmethod
+    def from_widgets(cls, values: dict) -> "GuidanceSettings":
+        """Settings from the MOVA Bridge Guidance node's widget values (names in NODE_WIDGETS; missing
+        ones keep their defaults). Numbers may arrive as strings (the estimate route's JSON)."""
+        fields = {}
+        for widget, field in NODE_WIDGETS.items():
+            if widget not in values:
+                continue
+            value = values[widget]
+            if field in ("form", "bridge_off"):
+                fields[field] = str(value)
+            elif field == "batch_passes":
+                fields[field] = bool(value)
+            else:
+                try:
+                    fields[field] = float(value)
+                except (TypeError, ValueError):
+                    raise InputError(f"guidance {widget} must be a number, got {value!r}.") from None
+        return cls(**fields)
 
     @property
     def neutral_bridge_scale(self) -> float:

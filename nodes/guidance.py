@@ -82,10 +82,10 @@ class MovaBridgeGuidance(io.ComfyNode):
     @classmethod
     def execute(cls, video_text_scale, audio_text_scale, a2v_bridge_scale, v2a_bridge_scale, form, bridge_off,
                 bridge_start, bridge_end, batch_passes, audio_negative=None) -> io.NodeOutput:
-        settings = GuidanceSettings(form=form, video_text_scale=video_text_scale,
-                                    audio_text_scale=audio_text_scale, a2v_scale=a2v_bridge_scale,
-                                    v2a_scale=v2a_bridge_scale, bridge_off=bridge_off, bridge_start=bridge_start,
-                                    bridge_end=bridge_end, batch_passes=batch_passes)
+        settings = GuidanceSettings.from_widgets(dict(
+            video_text_scale=video_text_scale, audio_text_scale=audio_text_scale, a2v_bridge_scale=a2v_bridge_scale,
+            v2a_bridge_scale=v2a_bridge_scale, form=form, bridge_off=bridge_off, bridge_start=bridge_start,
+            bridge_end=bridge_end, batch_passes=batch_passes))
         context = None if audio_negative is None else audio_negative.context
         guidance = make_guidance(settings, audio_negative=context)
         log.info("MOVA guidance: %s (e.g. at 25 steps: %s)", settings, guidance.summary(25))

@@ -39,10 +39,6 @@ DEFAULTS = {"width": 640, "height": 352, "frames": 97, "fps": 24.0, "dtype": "au
             "offload": "none", "resident_layers": 40, "cfg_passes": 2, "steps": 50,
             "video_cfg": 5.0, "audio_cfg": 5.0}
 # MOVA Bridge Guidance widget name -> GuidanceSettings field (nodes/guidance.py builds the same)
-GUIDANCE_FIELDS = {"video_text_scale": "video_text_scale", "audio_text_scale": "audio_text_scale",
-                   "a2v_bridge_scale": "a2v_scale", "v2a_bridge_scale": "v2a_scale", "form": "form",
-                   "bridge_off": "bridge_off", "bridge_start": "bridge_start", "bridge_end": "bridge_end",
-                   "batch_passes": "batch_passes"}
 MAX_PASSES = 8      # the planner never asks for more than 5 (nested, separate bridge-off, audio negative)
 
 
@@ -105,33 +101,13 @@ def guidance_passes(query: dict) -> dict:
         return {"source": "sampler cfg", "per_step": n, "per_forward": 1, "batched": False}
     if not isinstance(raw, dict):
         raise RequestError(f"guidance must be an object of MOVA Bridge Guidance widget values, got {raw!r}")
-    fields = {}
-    for widget, field in GUIDANCE_FIELDS.items():
-        if widget in raw:
-            value = raw[widget]
-            if field in ("form", "bridge_off"):
-                fields[field] = str(value)
-            elif field == "batch_passes":
-                fields[field] = bool(value)
-            else:
-                fields[field] = _float(widget, value)
-    settings = GuidanceSettings(**fields)       # its own checks raise InputError (a MovaError: HTTP 400)
+    settings = GuidanceSettings.from_widgets(raw)   # bad values raise InputError (a MovaError: HTTP 400)
     negative = torch.zeros(1) if raw.get("audio_negative") else None   # only "is it linked" matters here
     guidance = DualGuidance(settings, audio_negative=negative, steps=steps)
     per_step = max(len(guidance.plan(i)) for i in range(steps))
     per_forward = guidance.largest_forward(steps) if settings.batch_passes else 1
     return {"source": "bridge guidance", "per_step": per_step, "per_forward": per_forward,
             "batched": settings.batch_passes}
-
-
-def _float(name: str, raw) -> float:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise RequestError(f"guidance {name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise RequestError(f"guidance {name} must be a finite number, got {raw!r}")
-    return value
 
 
 def _plan(config, width, height, frames, fps, dtype, quant, settings, passes: dict, device: str):

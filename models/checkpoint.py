@@ -174,6 +174,20 @@ def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dt
     """Validate headers of all shards against `expected`, then open them (mmap) and return tensors."""
     from safetensors import safe_open
 
+    prefix = validate_headers(files, component, expected)
+    out = {}
+    for f in files:
+        with safe_open(str(f), framework="pt", device=str(device)) as fh:
+            for key in fh.keys():
+                t = fh.get_tensor(key)
+                out[key[len(prefix):]] = t if dtype is None or t.dtype == dtype or not t.is_floating_point() \
+                    else t.to(dtype)
+    return out
+
+
+def validate_headers(files: list, component: str, expected: dict) -> str:
+    """Check the shards' keys and shapes against `expected` from their headers alone (no tensor is
+    read); returns the key prefix the files use (e.g. "model." or "")."""
     headers = {f: read_header(f) for f in files}
     owner = {}
     for f, header in headers.items():
@@ -185,14 +199,7 @@ def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dt
     prefix = strip_prefix(owner)
     found = {k[len(prefix):]: tuple(h[k]["shape"]) for f, h in headers.items() for k in h}
     validate(component, expected, found)
-    out = {}
-    for f in files:
-        with safe_open(str(f), framework="pt", device=str(device)) as fh:
-            for key in fh.keys():
-                t = fh.get_tensor(key)
-                out[key[len(prefix):]] = t if dtype is None or t.dtype == dtype or not t.is_floating_point() \
-                    else t.to(dtype)
-    return out
+    return prefix
 
 
 def load_into(module: torch.nn.Module, files: list, component: str, dtype: torch.dtype = None, device="cpu"):

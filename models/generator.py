@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .bridge import DualTowerBridge
-from .checkpoint import load_into, resolve_files, save_component
+from .checkpoint import expected_shapes, load_into, resolve_files, save_component, validate_headers
 from .config import PRESETS, MovaConfig, load_component_config, load_mova_config
 from .dit import AudioDiT, VideoDiT
 from .errors import CheckpointError, ConfigError
@@ -70,7 +70,8 @@ def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, st
 
     Config precedence: the component's config.json next to its weights, then `config` (a MovaConfig or a
     preset name such as "mova-360p"). Either video expert may be absent; the audio tower and Bridge are
-    required.
+    required. device="meta": the files' keys and shapes are checked but no tensor is read (for callers
+    that stream the weights themselves, e.g. kernels/placement.py).
     """
     sources = {}
     if folder is not None:
@@ -97,7 +98,11 @@ def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, st
         paths = resolve_files(sources[name], name)
         with torch.device("meta"):
             module = _build(name, cfg)
-        parts[name] = load_into(module, paths, name, dtype=dtype, device=device)
+        if str(device) == "meta":
+            validate_headers(paths, name, expected_shapes(module))
+            parts[name] = module.to(dtype=dtype).requires_grad_(False).eval()
+        else:
+            parts[name] = load_into(module, paths, name, dtype=dtype, device=device)
     return MovaGenerator(cfg, *(parts[n] for n in COMPONENTS))
 
 

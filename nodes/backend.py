@@ -74,19 +74,12 @@ def _quant_cache_dir() -> Path:
 
 
 def _stream_quantized(generator, options: LoadOptions, files: dict, dtype: torch.dtype):
-    """Quantize on the fly + stream from disk: each tower is rebuilt on the meta device and streamed
-    from a quantized copy of its files (written once to the temp folder, reused while the files stay).
-    The loaded towers are dropped; their tensors were mapped from the same files."""
+    """Quantize on the fly + stream from disk: the generator was built on the meta device (its files'
+    keys and shapes checked, nothing read); each tower streams from a quantized copy of its files
+    (written once to the temp folder, reused while the files stay)."""
     from ..kernels.offload import OffloadSettings
     from ..kernels.placement import place_towers
-    towers = {}
-    for name, attr in generator_mod.COMPONENTS.items():
-        module = getattr(generator, attr)
-        if module is not None:
-            with torch.device("meta"):
-                module = type(module)(module.cfg)
-            setattr(generator, attr, module)
-        towers[name] = module
+    towers = {name: getattr(generator, attr) for name, attr in generator_mod.COMPONENTS.items()}
     settings = OffloadSettings(resident_units=options.resident_layers, storage="disk")
     quant_settings = quant.QuantSettings(mode=options.quantization)
     return place_towers(towers, files, dtype, quant_settings, settings, device(), _quant_cache_dir())
@@ -126,13 +119,19 @@ def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) 
     return ModelHandle(generator=generator, options=options, device=device(), engine=engine, patcher=patcher)
 
 
+def _load_device(options: LoadOptions) -> str:
+    """Quantized disk streaming reads the files itself: build on meta, nothing loaded twice."""
+    return "meta" if options.quantization != "none" and options.offload == "disk" else "cpu"
+
+
 def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:
-    generator = generator_mod.load_generator(folder, dtype=torch_dtype(options.dtype))
+    generator = generator_mod.load_generator(folder, dtype=torch_dtype(options.dtype), device=_load_device(options))
     return _finish_generator(generator, options, folder=folder)
 
 
 def load_generator_files(paths: dict, preset: str, options: LoadOptions) -> ModelHandle:
-    generator = generator_mod.load_generator(files=paths, config=preset, dtype=torch_dtype(options.dtype))
+    generator = generator_mod.load_generator(files=paths, config=preset, dtype=torch_dtype(options.dtype),
+                                             device=_load_device(options))
     return _finish_generator(generator, options, paths=paths)
 
 

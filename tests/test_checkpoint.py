@@ -53,6 +53,25 @@ def test_dtype_conversion_on_load(saved):
     assert back.dtype == torch.float32 and back.video_low.blocks[0].ffn[0].weight.dtype == torch.float32
 
 
+def test_meta_load_checks_the_files_without_reading_a_tensor(saved, tmp_path, monkeypatch):
+    """device="meta" (the loader's path for quantized disk streaming): keys and shapes are validated
+    from the headers, the towers stay on meta in the asked dtype, no tensor is read."""
+    import safetensors
+    _, folder = saved
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: pytest.fail("a tensor was read"))
+    meta = load_generator(folder, dtype=torch.bfloat16, device="meta")
+    assert all(p.is_meta for p in meta.parameters()) and meta.dtype == torch.bfloat16
+    bridge_file = tmp_path / "bridge.safetensors"
+    monkeypatch.undo()
+    sd = {}
+    for f in (folder / "dual_tower_bridge").glob("*.safetensors"):
+        sd.update(load_file(str(f)))
+    save_file(sd, str(bridge_file))
+    with pytest.raises(CheckpointError, match="^audio_dit: missing"):
+        load_generator(files={"audio_dit": bridge_file, "dual_tower_bridge": folder / "dual_tower_bridge",
+                              "video_dit": folder / "video_dit"}, config="tiny", device="meta")
+
+
 def test_single_files_need_a_config(saved, tmp_path):
     _, folder = saved
     files = {}

@@ -10,8 +10,16 @@ the impact sound class (adherence). Rows, each labelled:
   bridge_on / bridge_off      released text CFG, Bridge on vs both condition scales 0
   guidance_bridge_<s>         dual CFG (models/guidance.py, nested) with bridge scale s for both modalities
   quant_<mode>                bridge_on with the towers and Bridge in bf16 or quantized (kernels/quant.py)
+  audio_given_video_<on|off>  the Bridge alone: the video tower's input replaced at every step by the true
+                              clip's designed latent noised to that step's sigma, the audio sampled as usual;
+                              sync of the rendered video against the generated audio
   reference_ground_truth      the rendered clips themselves (detector error floor)
-  reference_vae_roundtrip     rendered clips through the toy VAEs (codec error floor)
+  reference_decoders          the clips' designed latents through the toy decoders (the floor for generated clips)
+  reference_vae_roundtrip     rendered clips through the toy encoders and decoders (the encoders only serve
+                              first-frame conditioning; the audio encoder is not used to generate)
+Every row also reports `motion`: the fraction of frames where the object is found and the track jumps
+(centroid moves of more than 12 px between frames; a bouncing ball never moves that fast), which tell
+whether the video tower drew one coherent moving object.
 """
 from __future__ import annotations
 
@@ -36,10 +44,35 @@ from mova_pack.models.text_encoder import load_text_encoder
 from mova_pack.models.video_vae import load_video_vae
 from mova_pack.toy import detectors, scenes
 from mova_pack.toy.captions import EVAL_PROMPTS, EvalPrompt
+from mova_pack.toy.train import latents as designed
 from mova_pack.toy.train.common import channels_last, video_tensor
 from mova_pack.toy.train.configs import MODEL_DIR, NEGATIVE_PROMPT
+from mova_pack.toy.train.pipeline import designed_audio_stats
 
 SYNC_GOAL_MS = 40.0
+JUMP_PX = 12.0
+
+
+class VideoGiven:
+    """Wraps a guidance: every joint forward sees the true video latent noised to the step's sigma instead
+    of the sampler's own video, so the audio is generated against the right picture (the sampler's video
+    output is discarded)."""
+
+    def __init__(self, guidance, video_latent: torch.Tensor, noise: torch.Tensor, schedule):
+        self.guidance, self.video, self.noise, self.schedule = guidance, video_latent, noise, schedule
+        self.step = 0
+
+    def plan(self, step, timestep):
+        self.step = step
+        return self.guidance.plan(step, timestep)
+
+    def combine(self, step, outputs):
+        return self.guidance.combine(step, outputs)
+
+    def run_forwards(self, generator, expert, passes, video, audio, timestep, contexts, y, video_fps):
+        s = self.schedule.sigma_from[self.step]
+        given = (1 - s) * self.video + s * self.noise
+        return sampler_mod.run_forwards(generator, expert, passes, given, audio, timestep, contexts, y, video_fps)
 
 
 class BridgeOff:
@@ -109,12 +142,24 @@ def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, batch:
     return out
 
 
+def motion(video) -> tuple[float, int]:
+    """(fraction of frames with the object found, centroid jumps of more than JUMP_PX between frames)."""
+    track = detectors.track_object(video)
+    found = np.isfinite(track.x)
+    step = np.hypot(np.diff(track.x), np.diff(track.y))
+    return float(found.mean()), int((step[found[1:] & found[:-1]] > JUMP_PX).sum())
+
+
 def score(clips, prompts) -> dict:
     """Pooled sync figures and adherence over clips; per-clip details under `clips`."""
     offsets, per_clip, matched, impacts = [], [], 0, 0
-    colour_ok = sound_ok = 0
+    colour_ok = sound_ok = jumps = 0
+    visible = []
     for (video, audio), p in zip(clips, prompts):
         r = detectors.evaluate_clip(video, audio, scenes.FPS, scenes.SAMPLE_RATE)
+        seen, jumped = motion(video)
+        visible.append(seen)
+        jumps += jumped
         offsets += r.sync.offsets_ms
         matched += len(r.sync.pairs)
         impacts += len(r.video_impacts_s)
@@ -132,6 +177,7 @@ def score(clips, prompts) -> dict:
                  "matched_pairs": matched, "video_impacts": impacts,
                  "audio_onsets": sum(len(c["audio_onsets_s"]) for c in per_clip)},
         "adherence": {"colour": colour_ok / n, "sound": sound_ok / n},
+        "motion": {"object_visible": _num(np.mean(visible)), "track_jumps_per_clip": _num(jumps / n)},
         "clips": per_clip,
     }
 
@@ -153,12 +199,54 @@ def write_mp4s(clips, prompts, folder: Path) -> None:
         scenes.write_mp4(clip, folder / f"{i:02d}_seed{p.seed}.mp4")
 
 
+def rendered(prompts):
+    return [scenes.render(scenes.scene_for_seed(p.seed, p.colour, p.shape, p.sound)) for p in prompts]
+
+
+def designed_latents(toy: Toy, clip, audio_stats) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip's designed latents, normalised as the towers see them (video [16,T,h,w], audio [16,L])."""
+    video = torch.from_numpy(designed.clip_video_latent(clip))[None]
+    video = (video - toy.video_vae.latents_mean.float()) / toy.video_vae.latents_std.float()
+    mean, std = (torch.as_tensor(np.asarray(v), dtype=torch.float32)[:, None] for v in audio_stats)
+    audio = (torch.from_numpy(designed.clip_audio_latent(clip)) - mean) / std
+    return video[0], audio
+
+
+@torch.no_grad()
+def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on: bool):
+    """(rendered video, audio generated against its noised designed latent) per prompt."""
+    w, frames, fps = scenes.WIDTH, scenes.FRAMES, scenes.FPS
+    y = first_frame_y(toy.video_vae, w, w, frames)
+    vshape, ashape = latent_shapes(gen.config, w, w, frames, fps)
+    settings = sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=fps)
+    schedule = sampler_mod.make_schedule(settings.schedule, steps, settings.shift, gen.config.scheduler)
+    keep = int(toy.audio_vae.sample_rate * frames / fps)
+    stats, out = designed_audio_stats(), []
+    for p, clip in zip(prompts, rendered(prompts)):
+        noise_v, noise_a = sampler_mod.make_noise(p.seed, vshape, ashape)
+        inner = sampler_mod.TextCFG(cfg, cfg) if bridge_on else BridgeOff(cfg, cfg)
+        given = VideoGiven(inner, designed_latents(toy, clip, stats)[0][None], noise_v, schedule)
+        _, audio = sampler_mod.sample(gen, noise_v, noise_a, toy.text.encode([p.prompt]), toy.negative, y, settings,
+                                      guidance=given)
+        out.append((clip.video, toy.audio_vae.decode(audio)[0, 0, :keep].numpy()))
+    return out
+
+
 def references(toy: Toy, prompts) -> dict:
-    """Detectors on the rendered eval scenes, and on the same clips after the toy VAEs."""
-    clips = [scenes.render(scenes.scene_for_seed(p.seed, p.colour, p.shape, p.sound)) for p in prompts]
+    """Detectors on the rendered eval scenes, on their designed latents through the toy decoders, and on
+    the clips through the toy encoders and decoders."""
+    clips = rendered(prompts)
     truth = [(c.video, c.audio) for c in clips]
     rows = {"reference_ground_truth": score(truth, prompts)}
+    stats = designed_audio_stats()
     with torch.no_grad():
+        dec = []
+        for c in clips:
+            zv, za = designed_latents(toy, c, stats)
+            v = toy.video_vae.decode(zv[None])[0]
+            a = toy.audio_vae.decode(za[None])[0, 0, :len(c.audio)]
+            dec.append((((v.movedim(0, -1) + 1) / 2).clamp(0, 1).numpy(), a.numpy()))
+        rows["reference_decoders"] = score(dec, prompts)
         rt = []
         for c in clips:
             v = toy.video_vae.decode(toy.video_vae.encode(video_tensor(c)[None]))[0]
@@ -188,6 +276,17 @@ def main(argv=None) -> int:
     toy, prompts = Toy(args.model), eval_prompts(args.clips)
     rows = {}
 
+    def report(label):
+        s = rows[label].get("sync", {})
+        print(f"{label:28s} sync {s.get('median_abs_offset_ms')} ms  adherence {rows[label].get('adherence')}  "
+              f"motion {rows[label].get('motion')}  ({rows[label]['seconds']} s)", flush=True)
+
+    def run_rows(label, make_clips, **extra):
+        t = time.monotonic()
+        rows[label] = {**extra, **score(make_clips(), prompts)}
+        rows[label]["seconds"] = round(time.monotonic() - t, 1)
+        report(label)
+
     def run(label, mode="fp32", guidance_fn=lambda: None, **extra):
         t = time.monotonic()
         try:
@@ -200,9 +299,7 @@ def main(argv=None) -> int:
                 raise
             rows[label] = {**extra, "error": f"{type(exc).__name__}: {exc}"}
         rows[label]["seconds"] = round(time.monotonic() - t, 1)
-        s = rows[label].get("sync", {})
-        print(f"{label:28s} sync {s.get('median_abs_offset_ms')} ms  adherence {rows[label].get('adherence')}  "
-              f"({rows[label]['seconds']} s)", flush=True)
+        report(label)
 
     run("bridge_on", bridge="on")
     run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off")
@@ -215,6 +312,10 @@ def main(argv=None) -> int:
             run(f"guidance_bridge_{s:g}", guidance_fn=lambda gs=gs: DualGuidance(gs), bridge_scale=s)
         for mode in [m.strip() for m in args.quant.split(",") if m.strip()]:
             run(f"quant_{mode}", mode=mode, quantization=mode)
+        for on in (True, False):
+            run_rows(f"audio_given_video_{'on' if on else 'off'}",
+                     lambda on=on: audio_given_video(toy, toy.generator(), prompts, args.steps, args.cfg, on),
+                     bridge="on" if on else "off")
         rows.update(references(toy, prompts))
     on, off = rows["bridge_on"].get("sync", {}), rows["bridge_off"].get("sync", {})
     on_ms, off_ms = on.get("median_abs_offset_ms"), off.get("median_abs_offset_ms")

@@ -68,6 +68,56 @@ def test_end_to_end_fast_run_writes_the_keys(tmp_path):
         assert "error" not in row, row.get("error")
         assert set(row["sync"]) >= {"median_abs_offset_ms", "within_40ms", "matched_pairs"}
         assert len(row["clips"]) == 2 and 0.0 <= row["adherence"]["colour"] <= 1.0
+        assert 0.0 <= row["motion"]["object_visible"] <= 1.0 and row["motion"]["track_jumps_per_clip"] >= 0
+
+
+def test_motion_counts_a_teleporting_object_and_not_a_bouncing_one():
+    p = eval_sync.eval_prompts(1)[0]
+    clip = scenes.render(scenes.scene_for_seed(p.seed, p.colour, p.shape, p.sound))
+    assert eval_sync.motion(clip.video) == (1.0, 0)
+    jumpy = clip.video.copy()
+    jumpy[20:30] = clip.video[::-1][20:30]          # ten frames from the other end of the clip
+    seen, jumps = eval_sync.motion(jumpy)
+    assert seen == 1.0 and jumps >= 1
+    blank = np.repeat(clip.video[:1] * 0 + np.median(clip.video, axis=0)[None], len(clip.video), axis=0)
+    assert eval_sync.motion(blank)[0] == 0.0
+
+
+def test_video_given_feeds_every_forward_the_noised_true_video(monkeypatch):
+    from mova_pack.models import sampler as sampler_mod
+    schedule = sampler_mod.make_schedule("mova", 3)
+    true_v, noise = torch.randn(1, 16, 2, 2, 2), torch.randn(1, 16, 2, 2, 2)
+    seen = []
+    monkeypatch.setattr(sampler_mod, "run_forwards", lambda g, e, passes, video, *rest: seen.append(video) or ["out"])
+    given = eval_sync.VideoGiven(sampler_mod.TextCFG(5.0, 5.0), true_v, noise, schedule)
+    for i in range(3):
+        assert [p.text for p in given.plan(i, float(schedule.timesteps[i]))] == ["positive", "negative"]
+        assert given.run_forwards(None, None, [], torch.zeros_like(true_v), None, None, {}, None, 24.0) == ["out"]
+        s = schedule.sigma_from[i]
+        assert torch.equal(seen[-1], (1 - s) * true_v + s * noise)
+
+
+def test_designed_latents_through_the_decoders_keep_the_timing():
+    """The floor for generated clips: the eval clips' designed latents decoded by the committed toy."""
+    toy = eval_sync.Toy(eval_sync.MODEL_DIR)
+    prompts = eval_sync.eval_prompts(2)
+    rows = eval_sync.references(toy, prompts)
+    floor = rows["reference_decoders"]
+    assert floor["sync"]["matched_pairs"] >= 0.6 * rows["reference_ground_truth"]["sync"]["matched_pairs"]
+    assert floor["sync"]["median_abs_offset_ms"] <= 80.0
+    assert floor["adherence"] == {"colour": 1.0, "sound": 1.0} and floor["motion"]["object_visible"] == 1.0
+
+
+def test_full_run_has_the_bridge_alone_and_reference_rows(tmp_path):
+    out = tmp_path / "full.json"
+    assert eval_sync.main(["--json", str(out), "--clips", "1", "--steps", "2", "--sweep", "", "--quant", ""]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"bridge_on", "bridge_off", "audio_given_video_on", "audio_given_video_off",
+                         "reference_ground_truth", "reference_decoders", "reference_vae_roundtrip"}
+    for label in ("audio_given_video_on", "audio_given_video_off"):
+        # the picture is the rendered clip: found in every frame, never jumping
+        assert rows[label]["motion"] == {"object_visible": 1.0, "track_jumps_per_clip": 0.0}
+        assert rows[label]["clips"][0]["video_impacts_s"] == rows["reference_ground_truth"]["clips"][0]["video_impacts_s"]
 
 
 @pytest.mark.parametrize("bad", [["--clips", "0"], ["--steps", "0"]])

@@ -77,18 +77,26 @@ def stage_video_vae(o: Options) -> None:
 
 
 def stage_audio_vae(o: Options) -> None:
-    from . import latents as L
-    from .vae import latent_stats, train_audio_vae
+    from .vae import train_audio_vae
 
     final = o.work / "audio_vae.safetensors"
     if final.is_file():
         return
     stats = o.work / "audio_latent_stats.json"
     if not stats.is_file():
-        mean, std = latent_stats([L.clip_audio_latent(c) for c in render_pool(o.seed + 60_000, 48)])
+        mean, std = designed_audio_stats(o.seed)
         stats.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
     vae = train_audio_vae(configs.AUDIO_VAE, o.work, o.audio_vae_steps, o.seed, *audio_latent_stats(o))
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+
+
+def designed_audio_stats(seed: int = configs.SEED):
+    """Per-channel mean/std of the designed audio latent (48 clips): the audio VAE's latent is the
+    designed one standardised with these (folded into its quant_conv / post_quant_conv)."""
+    from . import latents as L
+    from .vae import latent_stats
+
+    return latent_stats([L.clip_audio_latent(c) for c in render_pool(seed + 60_000, 48)])
 
 
 def audio_latent_stats(o: Options):

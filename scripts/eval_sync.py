@@ -13,6 +13,7 @@ the impact sound class (adherence). Rows, each labelled:
   audio_given_video_<on|off>  the Bridge alone: the video tower's input replaced at every step by the true
                               clip's designed latent noised to that step's sigma, the audio sampled as usual;
                               sync of the rendered video against the generated audio
+  audio_given_clean_video_<on|off>  the same with the true video clean (t = 0) at every step
   reference_ground_truth      the rendered clips themselves (detector error floor)
   reference_decoders          the clips' designed latents through the toy decoders (the floor for generated clips)
   reference_vae_roundtrip     rendered clips through the toy encoders and decoders (the encoders only serve
@@ -40,6 +41,7 @@ from mova_pack.models.audio_vae import load_audio_vae
 from mova_pack.models.conditioning import first_frame_y, latent_shapes
 from mova_pack.models.generator import load_generator
 from mova_pack.models.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.joint import joint_forward
 from mova_pack.models.text_encoder import load_text_encoder
 from mova_pack.models.video_vae import load_video_vae
 from mova_pack.toy import detectors, scenes
@@ -56,11 +58,12 @@ JUMP_PX = 12.0
 class VideoGiven:
     """Wraps a guidance: every joint forward sees the true video latent noised to the step's sigma instead
     of the sampler's own video, so the audio is generated against the right picture (the sampler's video
-    output is discarded)."""
+    output is discarded). clean=True: the video stays clean (t = 0, low-noise expert) while the audio is
+    denoised (the towers' separate timesteps of joint_forward, a training-only path)."""
 
-    def __init__(self, guidance, video_latent: torch.Tensor, noise: torch.Tensor, schedule):
+    def __init__(self, guidance, video_latent: torch.Tensor, noise: torch.Tensor, schedule, clean: bool = False):
         self.guidance, self.video, self.noise, self.schedule = guidance, video_latent, noise, schedule
-        self.step = 0
+        self.clean, self.step = clean, 0
 
     def plan(self, step, timestep):
         self.step = step
@@ -70,6 +73,11 @@ class VideoGiven:
         return self.guidance.combine(step, outputs)
 
     def run_forwards(self, generator, expert, passes, video, audio, timestep, contexts, y, video_fps):
+        if self.clean:
+            return [joint_forward(generator.expert(True), generator.audio, generator.bridge, self.video, audio,
+                                  torch.zeros_like(timestep), contexts[p.text], y=y, video_fps=video_fps,
+                                  a2v_scale=p.a2v_scale, v2a_scale=p.v2a_scale, audio_timestep=timestep)
+                    for p in passes]
         s = self.schedule.sigma_from[self.step]
         given = (1 - s) * self.video + s * self.noise
         return sampler_mod.run_forwards(generator, expert, passes, given, audio, timestep, contexts, y, video_fps)
@@ -213,7 +221,7 @@ def designed_latents(toy: Toy, clip, audio_stats) -> tuple[torch.Tensor, torch.T
 
 
 @torch.no_grad()
-def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on: bool):
+def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on: bool, clean: bool = False):
     """(rendered video, audio generated against its noised designed latent) per prompt."""
     w, frames, fps = scenes.WIDTH, scenes.FRAMES, scenes.FPS
     y = first_frame_y(toy.video_vae, w, w, frames)
@@ -225,7 +233,7 @@ def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on:
     for p, clip in zip(prompts, rendered(prompts)):
         noise_v, noise_a = sampler_mod.make_noise(p.seed, vshape, ashape)
         inner = sampler_mod.TextCFG(cfg, cfg) if bridge_on else BridgeOff(cfg, cfg)
-        given = VideoGiven(inner, designed_latents(toy, clip, stats)[0][None], noise_v, schedule)
+        given = VideoGiven(inner, designed_latents(toy, clip, stats)[0][None], noise_v, schedule, clean)
         _, audio = sampler_mod.sample(gen, noise_v, noise_a, toy.text.encode([p.prompt]), toy.negative, y, settings,
                                       guidance=given)
         out.append((clip.video, toy.audio_vae.decode(audio)[0, 0, :keep].numpy()))
@@ -312,10 +320,12 @@ def main(argv=None) -> int:
             run(f"guidance_bridge_{s:g}", guidance_fn=lambda gs=gs: DualGuidance(gs), bridge_scale=s)
         for mode in [m.strip() for m in args.quant.split(",") if m.strip()]:
             run(f"quant_{mode}", mode=mode, quantization=mode)
-        for on in (True, False):
-            run_rows(f"audio_given_video_{'on' if on else 'off'}",
-                     lambda on=on: audio_given_video(toy, toy.generator(), prompts, args.steps, args.cfg, on),
-                     bridge="on" if on else "off")
+        for clean in (False, True):
+            for on in (True, False):
+                run_rows(f"audio_given_{'clean_' if clean else ''}video_{'on' if on else 'off'}",
+                         lambda on=on, clean=clean: audio_given_video(toy, toy.generator(), prompts, args.steps,
+                                                                      args.cfg, on, clean),
+                         bridge="on" if on else "off")
         rows.update(references(toy, prompts))
     on, off = rows["bridge_on"].get("sync", {}), rows["bridge_off"].get("sync", {})
     on_ms, off_ms = on.get("median_abs_offset_ms"), off.get("median_abs_offset_ms")

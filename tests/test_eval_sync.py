@@ -97,6 +97,24 @@ def test_video_given_feeds_every_forward_the_noised_true_video(monkeypatch):
         assert torch.equal(seen[-1], (1 - s) * true_v + s * noise)
 
 
+def test_clean_video_given_runs_the_video_at_t0_and_the_audio_at_the_step(monkeypatch):
+    from types import SimpleNamespace
+    from mova_pack.models import sampler as sampler_mod
+    calls = []
+    monkeypatch.setattr(eval_sync, "joint_forward", lambda *a, **k: calls.append((a, k)) or "out")
+    gen = SimpleNamespace(expert=lambda low: "low" if low else "high", audio="A", bridge="B")
+    true_v = torch.randn(1, 16, 2, 2, 2)
+    given = eval_sync.VideoGiven(sampler_mod.TextCFG(5.0, 5.0), true_v, torch.randn_like(true_v),
+                                 sampler_mod.make_schedule("mova", 3), clean=True)
+    passes = given.plan(0, 1000.0)
+    t = torch.tensor([1000.0])
+    out = given.run_forwards(gen, "high", passes, None, "audio", t, {"positive": 1, "negative": 2}, "y", 24.0)
+    assert out == ["out", "out"]
+    for (args, kw), ctx in zip(calls, (1, 2)):
+        assert args[:5] == ("low", "A", "B", true_v, "audio") and torch.equal(args[5], torch.zeros(1))
+        assert args[6] == ctx and torch.equal(kw["audio_timestep"], t)
+
+
 def test_designed_latents_through_the_decoders_keep_the_timing():
     """The floor for generated clips: the eval clips' designed latents decoded by the committed toy."""
     toy = eval_sync.Toy(eval_sync.MODEL_DIR)
@@ -112,9 +130,10 @@ def test_full_run_has_the_bridge_alone_and_reference_rows(tmp_path):
     out = tmp_path / "full.json"
     assert eval_sync.main(["--json", str(out), "--clips", "1", "--steps", "2", "--sweep", "", "--quant", ""]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert set(rows) == {"bridge_on", "bridge_off", "audio_given_video_on", "audio_given_video_off",
-                         "reference_ground_truth", "reference_decoders", "reference_vae_roundtrip"}
-    for label in ("audio_given_video_on", "audio_given_video_off"):
+    given = {f"audio_given_{c}video_{b}" for c in ("", "clean_") for b in ("on", "off")}
+    assert set(rows) == {"bridge_on", "bridge_off", "reference_ground_truth", "reference_decoders",
+                         "reference_vae_roundtrip"} | given
+    for label in given:
         # the picture is the rendered clip: found in every frame, never jumping
         assert rows[label]["motion"] == {"object_visible": 1.0, "track_jumps_per_clip": 0.0}
         assert rows[label]["clips"][0]["video_impacts_s"] == rows["reference_ground_truth"]["clips"][0]["video_impacts_s"]

@@ -20,7 +20,7 @@ from . import configs
 from .common import render_pool
 
 DEFAULTS = {"video_vae_steps": 2300, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 3000, "expert_steps": 100,
-            "sync_steps": 6000, "batch": 16}
+            "sync_steps": 1500, "batch": 16}
 
 
 @dataclass(frozen=True)

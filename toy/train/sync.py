@@ -10,6 +10,8 @@ audio->video half frozen (both experts share the audio tower, so it must not dri
   goes to *when* rather than to the band energies;
 - half of the samples share t with the video (what sampling does), the rest draw the audio's t on its
   own, so the Bridge also sees cleaner-video pairs where reading the video is the only way to the onsets.
+Measured on 32 held-out clips (onsets vs the true impacts): with the clean video 49 -> 13 ms after 1500
+steps; with the video noised to the audio's t 91 -> 68 ms, and no better after 4000 steps (so 1500).
 """
 from __future__ import annotations
 

@@ -38,7 +38,6 @@ OFFLOAD_TO_STORAGE = {"cpu": "cpu_pinned", "disk": "disk"}
 DEFAULTS = {"width": 640, "height": 352, "frames": 97, "fps": 24.0, "dtype": "auto", "quantization": "none",
             "offload": "none", "resident_layers": 40, "cfg_passes": 2, "steps": 50,
             "video_cfg": 5.0, "audio_cfg": 5.0}
-# MOVA Bridge Guidance widget name -> GuidanceSettings field (nodes/guidance.py builds the same)
 MAX_PASSES = 8      # the planner never asks for more than 5 (nested, separate bridge-off, audio negative)
 
 

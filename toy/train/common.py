@@ -78,3 +78,38 @@ class Log:
 def rng_for(seed: int, step: int) -> np.random.Generator:
     """Per-step data randomness: the same step draws the same batch after a resume."""
     return np.random.default_rng([seed, step])
+
+
+def draw_batch(rng: np.random.Generator, data: dict, b: int, text_drop: float):
+    """One step's clip indices and caption ids; with probability text_drop a caption becomes the
+    default negative or the empty prompt (the last two of data["prompts"]), so text CFG means something."""
+    neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
+    idx = torch.from_numpy(rng.integers(0, len(data["video"]), size=b))
+    ids = data["caption_ids"][idx].clone()
+    drop = torch.from_numpy(rng.random(b) < text_drop)
+    ids[drop] = neg_ids[torch.from_numpy(rng.integers(0, 2, size=b))][drop]
+    return idx, ids
+
+
+def optimise(loss: torch.Tensor, opt, sched, params: list) -> None:
+    """Backward, clip the gradient norm to 1, one optimiser and one schedule step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
+@torch.no_grad()
+def update_ema(ema_params, params, step: int, ema_decay: float) -> None:
+    """EMA after `step` steps, with the usual warm-up of the decay."""
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema_params, params):
+        pe.lerp_(pm, 1 - decay)
+
+
+def save_state(module: torch.nn.Module, path) -> None:
+    """A module's state dict as one safetensors file."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path))

@@ -25,7 +25,7 @@ from ...models.schedule import training_table
 from .. import captions, scenes
 from . import configs
 from . import latents as L
-from .common import Checkpoint, Log, channels_last, rng_for
+from .common import Checkpoint, Log, channels_last, draw_batch, optimise, rng_for, save_state, update_ema
 
 SHARD = 512     # clips per latents file; shard k holds clips k*SHARD .. (k+1)*SHARD-1
 
@@ -163,22 +163,18 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
     """Runs `run` from its checkpoint to run.steps; returns how many steps it took. Text dropout
     (negative or empty prompt) makes text CFG meaningful; Bridge dropout (a2v = v2a = 0) teaches the
     unbridged marginals that bridge guidance contrasts against."""
-    video, audio, cap, contexts = data["video"], data["audio"], data["caption_ids"], data["contexts"]
-    neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
+    video, audio, contexts = data["video"], data["audio"], data["contexts"]
     params = [p for p in run.trained.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=run.lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, run.steps))
     ckpt, log = Checkpoint(o.work, run.name), Log(o.work, run.name)
     step = first = ckpt.load(model=run.trained, ema=run.ema, opt=opt, sched=sched)
-    n, b = len(video), o.batch
+    b = o.batch
     salt = zlib.crc32(run.name.encode())
     while step < run.steps:
         rng = rng_for(o.seed + 5 + salt, step)
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        idx = torch.from_numpy(rng.integers(0, n, size=b))
-        ids = cap[idx].clone()
-        drop = torch.from_numpy(rng.random(b) < text_drop)
-        ids[drop] = neg_ids[torch.from_numpy(rng.integers(0, 2, size=b))][drop]
+        idx, ids = draw_batch(rng, data, b, text_drop)
         k = torch.from_numpy(run.t_pool[rng.integers(0, len(run.t_pool), size=b)])
         sigma, timestep = table_s[k], table_t[k]
         x0v, x0a = video[idx], audio[idx]
@@ -197,16 +193,9 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
         loss_v = (out_v - (ev - x0v)).square().mean()
         loss_a = (out_a - (ea - x0a)).square().mean()
         loss = loss_v + loss_a
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimise(loss, opt, sched, params)
         step += 1
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(run.ema.parameters(), run.trained.parameters()):
-                pe.lerp_(pm, 1 - decay)
+        update_ema(run.ema.parameters(), run.trained.parameters(), step, ema_decay)
         if step % log_every == 0 or step == run.steps:
             log(stage=run.name, step=step, loss=loss.item(), video=loss_v.item(), audio=loss_a.item(),
                 lr=sched.get_last_lr()[0])
@@ -228,7 +217,4 @@ def _both_experts(cfg, trained, seed):
 
 def snapshot(o, cfg, ema) -> None:
     """Write the current EMA as `generator.snapshot.safetensors` (for an early look with eval_sync)."""
-    from safetensors.torch import save_file
-
-    full = _both_experts(cfg, ema, o.seed)
-    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(o.work / "generator.snapshot.safetensors"))
+    save_state(_both_experts(cfg, ema, o.seed), o.work / "generator.snapshot.safetensors")

@@ -17,7 +17,7 @@ from ...models.video_vae import video_vae_from_state_dict
 from ...models.video_vae_keys import to_diffusers
 from .. import captions
 from . import configs
-from .common import render_pool
+from .common import render_pool, save_state
 
 DEFAULTS = {"video_vae_steps": 2300, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 3000, "expert_steps": 100,
             "sync_steps": 1500, "batch": 16}
@@ -153,7 +153,7 @@ def stage_dit(o: Options) -> None:
     if (o.work / "generator.safetensors").is_file():
         return
     gen = train_dit(o, configs.mova_config(video_vae_config(o)), white_frame_y(load_video_encoder(o)))
-    save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, str(o.work / "generator.safetensors"))
+    save_state(gen, o.work / "generator.safetensors")
     for stale in ("sync.ckpt.pt", "generator.sync.safetensors"):     # tuned from an older generator
         (o.work / stale).unlink(missing_ok=True)
 
@@ -162,7 +162,7 @@ def stage_sync(o: Options) -> None:
     """Stage 3 (toy/train/sync.py): audio tower + video->audio Bridge tuned to follow the video's timing."""
     from ...models.generator import build_generator
     from .dit import white_frame_y
-    from .sync import save_generator_state, train_sync
+    from .sync import train_sync
 
     final = o.work / "generator.sync.safetensors"
     if final.is_file() or o.sync_steps <= 0:
@@ -170,7 +170,7 @@ def stage_sync(o: Options) -> None:
     cfg = configs.mova_config(video_vae_config(o))
     full = build_generator(cfg, dtype=torch.float32, seed=0)
     full.load_state_dict(load_file(str(o.work / "generator.safetensors")))
-    save_generator_state(train_sync(o, cfg, white_frame_y(load_video_encoder(o)), full.eval()), final)
+    save_state(train_sync(o, cfg, white_frame_y(load_video_encoder(o)), full.eval()), final)
 
 
 def generator_file(o: Options) -> Path:

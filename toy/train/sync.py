@@ -24,7 +24,7 @@ import torch
 from ...models.joint import joint_forward
 from ...models.schedule import training_table
 from .. import scenes
-from .common import Checkpoint, Log, rng_for
+from .common import Checkpoint, Log, draw_batch, optimise, rng_for, save_state, update_ema
 from .dit import _lr, load_dataset
 
 TIMING_CHANNELS = {0: 4.0, 1: 4.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.0}   # audio latent channel -> loss weight
@@ -88,16 +88,12 @@ def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float
     for c, w in TIMING_CHANNELS.items():
         weights[c] = w
     weights = (weights / weights.mean()).view(1, -1, 1)
-    video, audio, cap, contexts = data["video"], data["audio"], data["caption_ids"], data["contexts"]
-    neg_ids = torch.tensor([len(data["prompts"]) - 2, len(data["prompts"]) - 1])
-    n, b, salt = len(video), o.batch, zlib.crc32(b"sync")
+    video, audio, contexts = data["video"], data["audio"], data["contexts"]
+    b, salt = o.batch, zlib.crc32(b"sync")
     while step < o.sync_steps:
         rng = rng_for(o.seed + 11 + salt, step)
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        idx = torch.from_numpy(rng.integers(0, n, size=b))
-        ids = cap[idx].clone()
-        drop = torch.from_numpy(rng.random(b) < TEXT_DROP)
-        ids[drop] = neg_ids[torch.from_numpy(rng.integers(0, 2, size=b))][drop]
+        idx, ids = draw_batch(rng, data, b, TEXT_DROP)
         use_high = rng.random() < len(high) / len(table_t)          # one video expert per step
         pool = high if use_high else low
         kv = torch.from_numpy(pool[rng.integers(0, len(pool), size=b)])
@@ -111,26 +107,13 @@ def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float
         out = audio_forward(gen, expert, (1 - sv) * x0v + sv * ev, (1 - sa) * x0a + sa * ea, table_t[kv],
                             table_t[ka], contexts[ids], y.expand(b, -1, -1, -1, -1), scenes.FPS, bridge)
         loss = ((out - (ea - x0a)).square() * weights).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimise(loss, opt, sched, params)
         step += 1
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(tuned_ema, params):
-                pe.lerp_(pm, 1 - decay)
+        update_ema(tuned_ema, params, step, ema_decay)
         if step % log_every == 0 or step == o.sync_steps:
             log(stage="sync", step=step, loss=loss.item(), lr=sched.get_last_lr()[0])
         ckpt.maybe_save(step, force=step == o.sync_steps, model=gen, ema=ema, opt=opt, sched=sched)
         if (o.work / "sync.snapshot").is_file():      # touch it: current EMA as generator.sync.snapshot
             (o.work / "sync.snapshot").unlink()
-            save_generator_state(ema, o.work / "generator.sync.snapshot.safetensors")
+            save_state(ema, o.work / "generator.sync.snapshot.safetensors")
     return ema.eval().requires_grad_(False)
-
-
-def save_generator_state(gen, path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous() for k, v in gen.state_dict().items()}, str(path))

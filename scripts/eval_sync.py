@@ -25,6 +25,7 @@ whether the video tower drew one coherent moving object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -115,6 +116,16 @@ class Toy:
                     quant.quantize_module(getattr(gen, name), mode)
         return gen
 
+    @functools.cached_property
+    def audio_stats(self):
+        """Mean/std that standardise the designed audio latent (as the toy's audio VAE was trained)."""
+        return designed_audio_stats()
+
+
+def frames_01(pixels: torch.Tensor) -> np.ndarray:
+    """Decoder output [3, F, H, W] in [-1, 1] -> frames [F, H, W, 3] in [0, 1] for the detectors."""
+    return ((pixels.movedim(0, -1) + 1) / 2).clamp(0, 1).numpy()
+
 
 def eval_prompts(n: int) -> list[EvalPrompt]:
     """The first n fixed prompts (cycled with shifted seeds beyond the 16 of EVAL_PROMPTS)."""
@@ -146,7 +157,7 @@ def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, batch:
         pixels = toy.video_vae.decode(video)                       # [B, 3, F, H, W] in [-1, 1]
         wave = toy.audio_vae.decode(audio)[:, 0, :keep]
         for i in range(len(chunk)):
-            out.append((((pixels[i].movedim(0, -1) + 1) / 2).clamp(0, 1).numpy(), wave[i].numpy()))
+            out.append((frames_01(pixels[i]), wave[i].numpy()))
     return out
 
 
@@ -211,11 +222,11 @@ def rendered(prompts):
     return [scenes.render(scenes.scene_for_seed(p.seed, p.colour, p.shape, p.sound)) for p in prompts]
 
 
-def designed_latents(toy: Toy, clip, audio_stats) -> tuple[torch.Tensor, torch.Tensor]:
+def designed_latents(toy: Toy, clip) -> tuple[torch.Tensor, torch.Tensor]:
     """The clip's designed latents, normalised as the towers see them (video [16,T,h,w], audio [16,L])."""
     video = torch.from_numpy(designed.clip_video_latent(clip))[None]
     video = (video - toy.video_vae.latents_mean.float()) / toy.video_vae.latents_std.float()
-    mean, std = (torch.as_tensor(np.asarray(v), dtype=torch.float32)[:, None] for v in audio_stats)
+    mean, std = (torch.as_tensor(np.asarray(v), dtype=torch.float32)[:, None] for v in toy.audio_stats)
     audio = (torch.from_numpy(designed.clip_audio_latent(clip)) - mean) / std
     return video[0], audio
 
@@ -229,11 +240,11 @@ def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on:
     settings = sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=fps)
     schedule = sampler_mod.make_schedule(settings.schedule, steps, settings.shift, gen.config.scheduler)
     keep = int(toy.audio_vae.sample_rate * frames / fps)
-    stats, out = designed_audio_stats(), []
+    out = []
     for p, clip in zip(prompts, rendered(prompts)):
         noise_v, noise_a = sampler_mod.make_noise(p.seed, vshape, ashape)
         inner = sampler_mod.TextCFG(cfg, cfg) if bridge_on else BridgeOff(cfg, cfg)
-        given = VideoGiven(inner, designed_latents(toy, clip, stats)[0][None], noise_v, schedule, clean)
+        given = VideoGiven(inner, designed_latents(toy, clip)[0][None], noise_v, schedule, clean)
         _, audio = sampler_mod.sample(gen, noise_v, noise_a, toy.text.encode([p.prompt]), toy.negative, y, settings,
                                       guidance=given)
         out.append((clip.video, toy.audio_vae.decode(audio)[0, 0, :keep].numpy()))
@@ -246,20 +257,19 @@ def references(toy: Toy, prompts) -> dict:
     clips = rendered(prompts)
     truth = [(c.video, c.audio) for c in clips]
     rows = {"reference_ground_truth": score(truth, prompts)}
-    stats = designed_audio_stats()
     with torch.no_grad():
         dec = []
         for c in clips:
-            zv, za = designed_latents(toy, c, stats)
+            zv, za = designed_latents(toy, c)
             v = toy.video_vae.decode(zv[None])[0]
             a = toy.audio_vae.decode(za[None])[0, 0, :len(c.audio)]
-            dec.append((((v.movedim(0, -1) + 1) / 2).clamp(0, 1).numpy(), a.numpy()))
+            dec.append((frames_01(v), a.numpy()))
         rows["reference_decoders"] = score(dec, prompts)
         rt = []
         for c in clips:
             v = toy.video_vae.decode(toy.video_vae.encode(video_tensor(c)[None]))[0]
             a = toy.audio_vae.decode(toy.audio_vae.encode(torch.from_numpy(c.audio)[None, None]))[0, 0, :len(c.audio)]
-            rt.append((((v.movedim(0, -1) + 1) / 2).clamp(0, 1).numpy(), a.numpy()))
+            rt.append((frames_01(v), a.numpy()))
     rows["reference_vae_roundtrip"] = score(rt, prompts)
     return rows
 

@@ -147,8 +147,7 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.99
     full = _both_experts(cfg, ema, o.seed)
     if o.expert_steps <= 0:
         return full
-    high = table_t.numpy() >= cfg.boundary_ratio * 1000
-    for name, pool in (("video_high", np.nonzero(high)[0]), ("video_low", np.nonzero(~high)[0])):
+    for name, pool in zip(("video_high", "video_low"), expert_pools(cfg, table_t)):
         gen = copy.deepcopy(full).train()
         expert = getattr(gen, name).requires_grad_(True)
         run = _Run(f"expert_{name}", gen, expert, copy.deepcopy(expert).requires_grad_(False), expert,
@@ -156,6 +155,12 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.99
         _train(o, run, data, y, table_t, table_s, ema_decay, log_every)
         getattr(full, name).load_state_dict(run.ema.state_dict())
     return full
+
+
+def expert_pools(cfg, table_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the training table served by the high-noise expert (t >= boundary) and the low."""
+    high = table_t.numpy() >= cfg.boundary_ratio * 1000
+    return np.nonzero(high)[0], np.nonzero(~high)[0]
 
 
 def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_drop: float = 0.1,

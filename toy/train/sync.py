@@ -25,7 +25,7 @@ from ...models.joint import joint_forward
 from ...models.schedule import training_table
 from .. import scenes
 from .common import Checkpoint, Log, draw_batch, optimise, rng_for, save_state, update_ema
-from .dit import _lr, load_dataset
+from .dit import _lr, expert_pools, load_dataset
 
 TIMING_CHANNELS = {0: 4.0, 1: 4.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.0}   # audio latent channel -> loss weight
 SHARED_FRACTION = 0.5
@@ -74,8 +74,7 @@ def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float
     returns it with the EMA of the tuned parameters."""
     data = load_dataset(o.work)
     table_t, table_s = training_table(cfg.scheduler)
-    high = np.nonzero(table_t.numpy() >= cfg.boundary_ratio * 1000)[0]
-    low = np.nonzero(table_t.numpy() < cfg.boundary_ratio * 1000)[0]
+    high, low = expert_pools(cfg, table_t)
     gen = copy.deepcopy(full).train()
     params = trainable(gen)
     ema = copy.deepcopy(gen).requires_grad_(False)

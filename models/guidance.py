@@ -222,7 +222,7 @@ class DualGuidance:
         return max(len(g) for i in range(steps) for g in self.forward_groups(self.plan(i)))
 
     def run_forwards(self, generator, expert, passes: Sequence, video, audio, timestep, contexts: dict, y,
-                     video_fps: float) -> list:
+                     video_fps: float, audio_timestep=None) -> list:
         """Outputs of `passes` in order; with batch_passes, one forward per distinct bridge setting."""
         contexts = {**contexts, **self.contexts}
         for p in passes:
@@ -236,14 +236,15 @@ class DualGuidance:
                 n = len(group)
                 vo, ao = self.forward(expert, generator.audio, generator.bridge, _rep(video, n), _rep(audio, n),
                                       _rep_t(timestep, n), torch.cat(ctxs), y=_rep(y, n), video_fps=video_fps,
-                                      a2v_scale=group[0].a2v_scale, v2a_scale=group[0].v2a_scale)
+                                      a2v_scale=group[0].a2v_scale, v2a_scale=group[0].v2a_scale,
+                                      audio_timestep=None if audio_timestep is None else _rep_t(audio_timestep, n))
                 for p, v, a in zip(group, vo.chunk(n), ao.chunk(n)):
                     outputs[p] = (v, a)
             else:
                 for p, ctx in zip(group, ctxs):
                     outputs[p] = self.forward(expert, generator.audio, generator.bridge, video, audio, timestep, ctx,
                                               y=y, video_fps=video_fps, a2v_scale=p.a2v_scale,
-                                              v2a_scale=p.v2a_scale)
+                                              v2a_scale=p.v2a_scale, audio_timestep=audio_timestep)
         return [outputs[p] for p in passes]
 
 

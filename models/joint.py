@@ -16,7 +16,7 @@ def joint_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBri
     video_latents [B,16,F,H,W] (any float dtype; cast per forward), y [B,20,F,H,W] mask + first frame,
     timestep: float or [B] tensor in [0, 1000] (same t for both towers), context [B, 512, text_dim].
     a2v_scale / v2a_scale multiply the Bridge outputs; 0 skips that direction.
-    audio_timestep (training only; MOVA samples with one t): the audio tower's own t when given.
+    audio_timestep: the audio tower's own t when given (training; the sampler's audio_shift), else timestep.
     """
     # 1. time embeddings (fp32 MLPs, cast to the activation dtype), 2. text embeddings
     video_t, video_t_mod = video_dit.embed_time(timestep)

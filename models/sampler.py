@@ -1,15 +1,22 @@
 """The sampling loop: schedule, expert switch, guided joint forwards, Euler step on both modalities.
 
-Released behaviour (guidance=None): 2-pass text CFG (positive, negative; one pass when both scales are 1),
+Released behaviour (guidance=None, audio_shift=None): 2-pass text CFG (positive, negative; one pass when both scales are 1),
 v = v_neg + s * (v_pos - v_neg) per modality in fp32; the high-noise expert runs until the first step with
 t < boundary_ratio * 1000, then the low-noise expert for good. Latents stay fp32 between steps and are
 cast to the model dtype inside each forward.
+
+Per-modality shift: the paired scheduler MOVA ships (FlowMatchPairScheduler) steps video and audio on
+their own sigma schedules; the released pipeline leaves its visual/audio shift arguments unused (one
+shift for both). `audio_shift` gives the audio its own shift: higher keeps the audio noisier than the
+video at every step, so the audio settles its timing after the picture has (what the Bridge reads).
+The expert switch follows the video's timestep.
 
 Guidance seam: any object with `plan(step, timestep) -> list[ForwardPass]` and
 `combine(step, outputs) -> (video_velocity, audio_velocity)` can replace TextCFG (e.g. dual CFG with a
 "bridge off" pass: ForwardPass("positive", a2v_scale=0, v2a_scale=0)). Optional hooks, used when present:
 `bind(steps) -> guidance` (learns the step count), `contexts` (extra named text contexts) and
-`run_forwards(...)` (same signature as run_forwards below, e.g. to batch passes).
+`run_forwards(...)` (same signature as run_forwards below, e.g. to batch passes; audio_timestep is
+passed as a keyword only when the audio has its own schedule).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ class SamplerSettings:
     audio_cfg: float = 5.0
     schedule: str = "mova"
     video_fps: float = 24.0
+    audio_shift: Optional[float] = None     # None: the audio shares `shift` (released)
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -44,6 +52,12 @@ class SamplerSettings:
             raise InputError(f"boundary_ratio must be within [0, 1], got {self.boundary_ratio}.")
         if self.video_fps <= 0:
             raise InputError(f"video_fps must be positive, got {self.video_fps}.")
+        if self.audio_shift is not None and not self.audio_shift > 0:
+            raise InputError(f"audio_shift must be positive (or None: same as shift), got {self.audio_shift}.")
+
+    @property
+    def own_audio_schedule(self) -> bool:
+        return self.audio_shift is not None and float(self.audio_shift) != float(self.shift)
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,8 @@ def make_noise(seed: int, video_shape, audio_shape):
 
 
 def run_forwards(generator, expert, passes: Sequence[ForwardPass], video, audio, timestep, contexts: dict, y,
-                 video_fps: float) -> list:
-    """Every planned joint forward of one step, in plan order."""
+                 video_fps: float, audio_timestep=None) -> list:
+    """Every planned joint forward of one step, in plan order (audio_timestep: the audio's own t)."""
     outputs = []
     for p in passes:
         ctx = contexts.get(p.text)
@@ -107,7 +121,8 @@ def run_forwards(generator, expert, passes: Sequence[ForwardPass], video, audio,
             raise InputError(f"guidance asked for the {p.text!r} text conditioning but none was given; "
                              "connect a negative prompt or set the CFG scales to 1.")
         outputs.append(joint_forward(expert, generator.audio, generator.bridge, video, audio, timestep, ctx,
-                                     y=y, video_fps=video_fps, a2v_scale=p.a2v_scale, v2a_scale=p.v2a_scale))
+                                     y=y, video_fps=video_fps, a2v_scale=p.a2v_scale, v2a_scale=p.v2a_scale,
+                                     audio_timestep=audio_timestep))
     return outputs
 
 
@@ -143,6 +158,8 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
     cfg = generator.config
     check_inputs(cfg, video_noise, audio_noise, positive, negative, y)
     schedule = make_schedule(settings.schedule, settings.steps, settings.shift, cfg.scheduler)
+    audio_schedule = (make_schedule(settings.schedule, settings.steps, settings.audio_shift, cfg.scheduler)
+                      if settings.own_audio_schedule else schedule)
     total = len(schedule)
     if guidance is None:
         guidance = TextCFG(settings.video_cfg, settings.audio_cfg)
@@ -163,13 +180,15 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
             low_noise = True
         expert = generator.expert(low_noise)
         passes = guidance.plan(i, t.item())
+        own_t = ({"audio_timestep": audio_schedule.timesteps[i].reshape(1).to(device)}
+                 if audio_schedule is not schedule else {})
         outputs = runner(generator, expert, passes, video, audio, t.reshape(1).to(device), contexts, y,
-                         settings.video_fps)
+                         settings.video_fps, **own_t)
         video_v, audio_v = guidance.combine(i, outputs)
         del outputs
-        sf, st = schedule.sigma_from[i].to(device), schedule.sigma_to[i].to(device)
-        video = euler_step(video, video_v, sf, st)
-        audio = euler_step(audio, audio_v, sf, st)
+        video = euler_step(video, video_v, schedule.sigma_from[i].to(device), schedule.sigma_to[i].to(device))
+        audio = euler_step(audio, audio_v, audio_schedule.sigma_from[i].to(device),
+                           audio_schedule.sigma_to[i].to(device))
         if on_step is not None:
             on_step(StepInfo(i, total, LOW_NOISE if low_noise else HIGH_NOISE, len(passes), t.item(), video, audio))
     return video, audio

@@ -172,10 +172,11 @@ def make_latent(video_vae, width, height, frames, fps, image=None) -> AVLatent:
 
 
 # ------------------------------------------------------------------------------------------ sampling
-def sampler_settings(steps, shift, boundary, seed, video_cfg, audio_cfg, schedule, fps):
+def sampler_settings(steps, shift, boundary, seed, video_cfg, audio_cfg, schedule, fps, audio_shift=0.0):
+    """The node's widgets as SamplerSettings; audio_shift 0 (or missing in older graphs) = same as shift."""
     return sampler_mod.SamplerSettings(steps=steps, shift=shift, boundary_ratio=boundary, seed=seed,
                                        video_cfg=video_cfg, audio_cfg=audio_cfg, schedule=schedule,
-                                       video_fps=fps)
+                                       video_fps=fps, audio_shift=float(audio_shift) if audio_shift else None)
 
 
 def interrupt_check() -> bool:

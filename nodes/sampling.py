@@ -48,6 +48,11 @@ class MovaSampler(io.ComfyNode):
                 MovaGuidance.Input("guidance", optional=True,
                                    tooltip="Optional bridge / dual guidance from the MOVA Bridge Guidance node; "
                                            "replaces the two cfg values above."),
+                io.Float.Input("audio_shift", default=0.0, min=0.0, max=500.0, step=0.5, optional=True,
+                               tooltip="The audio's own sigma shift (MOVA's paired scheduler steps each "
+                                       "modality on its own schedule). 0 = same as shift (released). Higher "
+                                       "keeps the audio noisier than the video, so it follows the picture's "
+                                       "timing through the Bridge (embedded toy model: 50)."),
             ],
             outputs=[MovaLatent.Output(display_name="latent")],
             hidden=[io.Hidden.unique_id])
@@ -58,7 +63,7 @@ class MovaSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, shift, boundary, video_cfg, audio_cfg,
-                schedule="mova", guidance=None) -> io.NodeOutput:
+                schedule="mova", guidance=None, audio_shift=0.0) -> io.NodeOutput:
         node_id = cls.hidden.unique_id
         bar = comfy.utils.ProgressBar(steps, node_id=node_id)
 
@@ -70,7 +75,7 @@ class MovaSampler(io.ComfyNode):
 
         settings = backend.sampler_settings(steps=steps, shift=shift, boundary=boundary, seed=seed,
                                             video_cfg=video_cfg, audio_cfg=audio_cfg, schedule=schedule,
-                                            fps=latent.fps)
+                                            fps=latent.fps, audio_shift=audio_shift)
         out = backend.sample(model, positive, negative, latent, settings, guidance=guidance, on_step=on_step,
                              should_stop=backend.interrupt_check)
         return io.NodeOutput(out)

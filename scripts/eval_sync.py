@@ -7,12 +7,15 @@ Generates the fixed prompts/seeds of toy/captions.py EVAL_PROMPTS (text -> video
 same loaders, sampler and decoders as the nodes, T2VA white first frame) and reads each clip back with
 toy/detectors.py: impacts seen in the video vs onsets heard in the audio (sync), the object's colour and
 the impact sound class (adherence). Rows, each labelled:
-  bridge_on / bridge_off      released text CFG, Bridge on vs both condition scales 0
+  bridge_on / bridge_off      released text CFG, Bridge on vs both condition scales 0, the audio on its own
+                              shift (--audio-shift, the toy's recommended value; the shipped workflows use it)
+  same_shift_on / _off        the same with the audio on the video's shift (MOVA's released schedule)
   guidance_bridge_<s>         dual CFG (models/guidance.py, nested) with bridge scale s for both modalities
   quant_<mode>                bridge_on with the towers and Bridge in bf16 or quantized (kernels/quant.py)
   audio_given_video_<on|off>  the Bridge alone: the video tower's input replaced at every step by the true
-                              clip's designed latent noised to that step's sigma, the audio sampled as usual;
-                              sync of the rendered video against the generated audio
+                              clip's designed latent noised to that step's (video) sigma, the audio sampled as
+                              usual; sync of the rendered video against the generated audio
+  audio_given_video_same_shift_<on|off>  the same with the audio on the video's shift
   audio_given_clean_video_<on|off>  the same with the true video clean (t = 0) at every step
   reference_ground_truth      the rendered clips themselves (detector error floor)
   reference_decoders          the clips' designed latents through the toy decoders (the floor for generated clips)
@@ -49,7 +52,7 @@ from mova_pack.toy import detectors, scenes
 from mova_pack.toy.captions import EVAL_PROMPTS, EvalPrompt
 from mova_pack.toy.train import latents as designed
 from mova_pack.toy.train.common import channels_last, video_tensor
-from mova_pack.toy.train.configs import MODEL_DIR, NEGATIVE_PROMPT
+from mova_pack.toy.train.configs import AUDIO_SHIFT, MODEL_DIR, NEGATIVE_PROMPT
 from mova_pack.toy.train.pipeline import designed_audio_stats
 
 SYNC_GOAL_MS = 40.0
@@ -73,15 +76,18 @@ class VideoGiven:
     def combine(self, step, outputs):
         return self.guidance.combine(step, outputs)
 
-    def run_forwards(self, generator, expert, passes, video, audio, timestep, contexts, y, video_fps):
+    def run_forwards(self, generator, expert, passes, video, audio, timestep, contexts, y, video_fps,
+                     audio_timestep=None):
         if self.clean:
+            audio_t = timestep if audio_timestep is None else audio_timestep
             return [joint_forward(generator.expert(True), generator.audio, generator.bridge, self.video, audio,
                                   torch.zeros_like(timestep), contexts[p.text], y=y, video_fps=video_fps,
-                                  a2v_scale=p.a2v_scale, v2a_scale=p.v2a_scale, audio_timestep=timestep)
+                                  a2v_scale=p.a2v_scale, v2a_scale=p.v2a_scale, audio_timestep=audio_t)
                     for p in passes]
         s = self.schedule.sigma_from[self.step]
         given = (1 - s) * self.video + s * self.noise
-        return sampler_mod.run_forwards(generator, expert, passes, given, audio, timestep, contexts, y, video_fps)
+        return sampler_mod.run_forwards(generator, expert, passes, given, audio, timestep, contexts, y, video_fps,
+                                        audio_timestep=audio_timestep)
 
 
 class BridgeOff:
@@ -137,13 +143,19 @@ def eval_prompts(n: int) -> list[EvalPrompt]:
 
 
 @torch.no_grad()
-def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, batch: int = 8):
+def settings_for(steps: int, cfg: float, audio_shift) -> sampler_mod.SamplerSettings:
+    """The eval's sampler settings; audio_shift None = the audio on the video's shift (released)."""
+    return sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=scenes.FPS,
+                                       audio_shift=audio_shift)
+
+
+def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, audio_shift=None, batch: int = 8):
     """[(video [F,H,W,3] in 0..1, audio [N])] for each prompt, its seed's noise, white first frame."""
     w = h = scenes.WIDTH
     frames, fps = scenes.FRAMES, scenes.FPS
     y = first_frame_y(toy.video_vae, w, h, frames)
     vshape, ashape = latent_shapes(gen.config, w, h, frames, fps)
-    settings = sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=fps)
+    settings = settings_for(steps, cfg, audio_shift)
     keep = int(toy.audio_vae.sample_rate * frames / fps)
     out = []
     for k in range(0, len(prompts), batch):
@@ -232,12 +244,13 @@ def designed_latents(toy: Toy, clip) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on: bool, clean: bool = False):
+def audio_given_video(toy: Toy, gen, prompts, steps: int, cfg: float, bridge_on: bool, clean: bool = False,
+                      audio_shift=None):
     """(rendered video, audio generated against its noised designed latent) per prompt."""
     w, frames, fps = scenes.WIDTH, scenes.FRAMES, scenes.FPS
     y = first_frame_y(toy.video_vae, w, w, frames)
     vshape, ashape = latent_shapes(gen.config, w, w, frames, fps)
-    settings = sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=fps)
+    settings = settings_for(steps, cfg, audio_shift)
     schedule = sampler_mod.make_schedule(settings.schedule, steps, settings.shift, gen.config.scheduler)
     keep = int(toy.audio_vae.sample_rate * frames / fps)
     out = []
@@ -281,6 +294,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--steps", type=int, default=12, help="sampling steps (the demo workflow uses 12)")
     parser.add_argument("--cfg", type=float, default=5.0, help="text CFG scale (video and audio)")
+    parser.add_argument("--audio-shift", type=float, default=AUDIO_SHIFT,
+                        help="the sampler's audio_shift for the main rows (0: the video's shift, as released)")
     parser.add_argument("--sweep", default="0,1,2,3", help="bridge guidance scales ('' to skip)")
     parser.add_argument("--quant", default="bf16,fp8_e4m3fn,nf4,int8", help="quantization modes ('' to skip)")
     parser.add_argument("--fast", action="store_true", help="only bridge_on / bridge_off (no sweep, quant, references)")
@@ -290,6 +305,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.clips < 1 or args.steps < 1:
         parser.error("--clips and --steps must be at least 1")
+    if args.audio_shift < 0:
+        parser.error("--audio-shift must be 0 (the video's shift) or positive")
+    audio_shift = args.audio_shift or None
     t0 = time.monotonic()
     toy, prompts = Toy(args.model), eval_prompts(args.clips)
     rows = {}
@@ -305,10 +323,10 @@ def main(argv=None) -> int:
         rows[label]["seconds"] = round(time.monotonic() - t, 1)
         report(label)
 
-    def run(label, mode="fp32", guidance_fn=lambda: None, **extra):
+    def run(label, mode="fp32", guidance_fn=lambda: None, shift=audio_shift, **extra):
         t = time.monotonic()
         try:
-            clips = generate(toy, toy.generator(mode), prompts, args.steps, args.cfg, guidance_fn)
+            clips = generate(toy, toy.generator(mode), prompts, args.steps, args.cfg, guidance_fn, shift)
             rows[label] = {**extra, **score(clips, prompts)}
             if args.mp4 is not None and label == "bridge_on":
                 write_mp4s(clips, prompts, args.mp4)
@@ -319,8 +337,12 @@ def main(argv=None) -> int:
         rows[label]["seconds"] = round(time.monotonic() - t, 1)
         report(label)
 
-    run("bridge_on", bridge="on")
-    run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off")
+    run("bridge_on", bridge="on", audio_shift=audio_shift)
+    run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off", audio_shift=audio_shift)
+    if not args.fast and audio_shift is not None:
+        run("same_shift_on", shift=None, bridge="on", audio_shift=None)
+        run("same_shift_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), shift=None, bridge="off",
+            audio_shift=None)
     if not args.fast:
         for s in [float(x) for x in args.sweep.split(",") if x.strip()]:
             if s == 1.0:   # nested dual CFG at bridge scale 1 is exactly the released text CFG
@@ -330,17 +352,21 @@ def main(argv=None) -> int:
             run(f"guidance_bridge_{s:g}", guidance_fn=lambda gs=gs: DualGuidance(gs), bridge_scale=s)
         for mode in [m.strip() for m in args.quant.split(",") if m.strip()]:
             run(f"quant_{mode}", mode=mode, quantization=mode)
-        for clean in (False, True):
+        given = [(False, audio_shift, ""), (True, audio_shift, "")]
+        if audio_shift is not None:
+            given.insert(1, (False, None, "_same_shift"))
+        for clean, shift, suffix in given:
             for on in (True, False):
-                run_rows(f"audio_given_{'clean_' if clean else ''}video_{'on' if on else 'off'}",
-                         lambda on=on, clean=clean: audio_given_video(toy, toy.generator(), prompts, args.steps,
-                                                                      args.cfg, on, clean),
-                         bridge="on" if on else "off")
+                run_rows(f"audio_given_{'clean_' if clean else ''}video{suffix}_{'on' if on else 'off'}",
+                         lambda on=on, clean=clean, shift=shift: audio_given_video(
+                             toy, toy.generator(), prompts, args.steps, args.cfg, on, clean, shift),
+                         bridge="on" if on else "off", audio_shift=shift)
         rows.update(references(toy, prompts))
     on, off = rows["bridge_on"].get("sync", {}), rows["bridge_off"].get("sync", {})
     on_ms, off_ms = on.get("median_abs_offset_ms"), off.get("median_abs_offset_ms")
     result = {
         "model": str(args.model), "clips": args.clips, "steps": args.steps, "text_cfg": args.cfg,
+        "audio_shift": audio_shift,
         "sync": {"median_abs_offset_ms": {"bridge_on": on_ms, "bridge_off": off_ms},
                  "bridge_gain": round(off_ms / on_ms, 2) if on_ms and off_ms else None,
                  "goal_ms": SYNC_GOAL_MS},

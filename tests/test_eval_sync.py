@@ -9,7 +9,7 @@ import torch
 
 from mova_pack.toy import scenes
 from mova_pack.toy.captions import EVAL_PROMPTS
-from mova_pack.toy.train.configs import ROOT
+from mova_pack.toy.train.configs import AUDIO_SHIFT, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import eval_sync  # noqa: E402
@@ -88,13 +88,16 @@ def test_video_given_feeds_every_forward_the_noised_true_video(monkeypatch):
     schedule = sampler_mod.make_schedule("mova", 3)
     true_v, noise = torch.randn(1, 16, 2, 2, 2), torch.randn(1, 16, 2, 2, 2)
     seen = []
-    monkeypatch.setattr(sampler_mod, "run_forwards", lambda g, e, passes, video, *rest: seen.append(video) or ["out"])
+    monkeypatch.setattr(sampler_mod, "run_forwards",
+                        lambda g, e, passes, video, *rest, **kw: seen.append((video, kw)) or ["out"])
     given = eval_sync.VideoGiven(sampler_mod.TextCFG(5.0, 5.0), true_v, noise, schedule)
     for i in range(3):
         assert [p.text for p in given.plan(i, float(schedule.timesteps[i]))] == ["positive", "negative"]
-        assert given.run_forwards(None, None, [], torch.zeros_like(true_v), None, None, {}, None, 24.0) == ["out"]
+        audio_t = torch.tensor([990.0 - i])             # the audio on its own schedule: passed through
+        assert given.run_forwards(None, None, [], torch.zeros_like(true_v), None, None, {}, None, 24.0,
+                                  audio_timestep=audio_t) == ["out"]
         s = schedule.sigma_from[i]
-        assert torch.equal(seen[-1], (1 - s) * true_v + s * noise)
+        assert torch.equal(seen[-1][0], (1 - s) * true_v + s * noise) and seen[-1][1]["audio_timestep"] is audio_t
 
 
 def test_clean_video_given_runs_the_video_at_t0_and_the_audio_at_the_step(monkeypatch):
@@ -113,6 +116,11 @@ def test_clean_video_given_runs_the_video_at_t0_and_the_audio_at_the_step(monkey
     for (args, kw), ctx in zip(calls, (1, 2)):
         assert args[:5] == ("low", "A", "B", true_v, "audio") and torch.equal(args[5], torch.zeros(1))
         assert args[6] == ctx and torch.equal(kw["audio_timestep"], t)
+    calls.clear()                                   # with the audio on its own schedule: its own t
+    audio_t = torch.tensor([997.0])
+    given.run_forwards(gen, "high", passes, None, "audio", t, {"positive": 1, "negative": 2}, "y", 24.0,
+                       audio_timestep=audio_t)
+    assert all(kw["audio_timestep"] is audio_t and torch.equal(args[5], torch.zeros(1)) for args, kw in calls)
 
 
 def test_designed_latents_through_the_decoders_keep_the_timing():
@@ -130,9 +138,12 @@ def test_full_run_has_the_bridge_alone_and_reference_rows(tmp_path):
     out = tmp_path / "full.json"
     assert eval_sync.main(["--json", str(out), "--clips", "1", "--steps", "2", "--sweep", "", "--quant", ""]) == 0
     rows = json.loads(out.read_text())["rows"]
-    given = {f"audio_given_{c}video_{b}" for c in ("", "clean_") for b in ("on", "off")}
-    assert set(rows) == {"bridge_on", "bridge_off", "reference_ground_truth", "reference_decoders",
-                         "reference_vae_roundtrip"} | given
+    given = {f"audio_given_{c}video{s}_{b}" for c, s in (("", ""), ("clean_", ""), ("", "_same_shift"))
+             for b in ("on", "off")}
+    assert set(rows) == {"bridge_on", "bridge_off", "same_shift_on", "same_shift_off", "reference_ground_truth",
+                         "reference_decoders", "reference_vae_roundtrip"} | given
+    assert rows["bridge_on"]["audio_shift"] == AUDIO_SHIFT and rows["same_shift_on"]["audio_shift"] is None
+    assert rows["audio_given_video_same_shift_on"]["audio_shift"] is None
     for label in given:
         # the picture is the rendered clip: found in every frame, never jumping
         assert rows[label]["motion"] == {"object_visible": 1.0, "track_jumps_per_clip": 0.0}

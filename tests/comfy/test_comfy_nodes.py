@@ -69,11 +69,13 @@ def test_workflow_saved_before_inputs_were_appended_still_runs(ready, path):
     current_inputs = info["input_order"]["required"] + info["input_order"].get("optional", [])
     saved_inputs = [i["name"] for i in sampler["inputs"]]
     assert "guidance" in current_inputs and "guidance" not in saved_inputs
+    assert "audio_shift" in current_inputs and "audio_shift" not in saved_inputs
     assert len(sampler["widgets_values"]) < 1 + len([n for n in current_inputs if n in
                                                      ("seed", "steps", "shift", "boundary", "video_cfg",
                                                       "audio_cfg", "schedule")])
     prompt = ready.convert(ui)
     assert node_of(prompt, "MOVASampler")["inputs"]["schedule"] == "mova"   # appended input -> default
+    assert node_of(prompt, "MOVASampler")["inputs"].get("audio_shift", 0.0) == 0.0   # default: same as shift
     result = ready.run(prompt, fresh=True)
     assert result.valid, result.node_errors
     assert result.success, result.execution_error()

@@ -380,7 +380,7 @@ def sample_by_hand(env, comfy, generator, guidance=None):
     values = comfy.run(p, outputs=wanted).values
     pos, neg, latent = (values[i][0][0] for i in wanted)
     settings = backend.sampler_settings(STEPS, s["shift"], s["boundary"], env.seed, s["video_cfg"],
-                                        s["audio_cfg"], s["schedule"], latent.fps)
+                                        s["audio_cfg"], s["schedule"], latent.fps, s.get("audio_shift", 0.0))
     shapes = cond_mod.latent_shapes(generator.config, latent.width, latent.height, latent.frames, latent.fps)
     return sampler_mod.sample(generator, *sampler_mod.make_noise(env.seed, *shapes), pos.context, neg.context,
                               latent.y, settings, guidance=guidance)

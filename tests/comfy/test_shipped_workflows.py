@@ -24,3 +24,19 @@ def test_low_vram_workflow_loads_a_quantized_model_streamed_from_disk(comfy):
     assert handle.engine.settings.resident_units == 1
     kinds = {type(m).__name__ for m in handle.generator.modules()}
     assert "FP8Linear" in kinds, sorted(kinds)
+
+
+def test_shipped_workflows_sample_the_embedded_toy_with_its_audio_shift(comfy):
+    """Every shipped graph loads the embedded toy and gives its audio the toy's own shift (the audio follows
+    the picture's timing); the released behaviour is audio_shift 0, the node's default."""
+    import importlib
+
+    import pytest
+    root = comfy.nodes.NODE_CLASS_MAPPINGS["MOVASampler"].__module__.rsplit(".", 2)[0]
+    AUDIO_SHIFT = importlib.import_module(f"{root}.toy.train.configs").AUDIO_SHIFT   # the pack as ComfyUI loaded it
+    assert comfy.object_info("MOVASampler")["input"]["optional"]["audio_shift"][1]["default"] == 0.0
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        prompt = comfy.convert(load_workflow(path))
+        kinds = {v["class_type"]: v["inputs"] for v in prompt.values()}
+        assert kinds["MOVAModelLoader"]["model"] == "mova-toy", path.name
+        assert kinds["MOVASampler"]["audio_shift"] == pytest.approx(AUDIO_SHIFT), path.name

@@ -1,9 +1,9 @@
 """The sampling loop: schedule, expert switch, guided joint forwards, Euler step on both modalities.
 
-Released behaviour (guidance=None, audio_shift=None): 2-pass text CFG (positive, negative; one pass when both scales are 1),
-v = v_neg + s * (v_pos - v_neg) per modality in fp32; the high-noise expert runs until the first step with
-t < boundary_ratio * 1000, then the low-noise expert for good. Latents stay fp32 between steps and are
-cast to the model dtype inside each forward.
+Released behaviour (guidance=None, audio_shift=None): 2-pass text CFG (positive, negative; one pass when
+both scales are 1), v = v_neg + s * (v_pos - v_neg) per modality in fp32; the high-noise expert runs until
+the first step with t < boundary_ratio * 1000, then the low-noise expert for good. Latents stay fp32
+between steps and are cast to the model dtype inside each forward.
 
 Per-modality shift: the paired scheduler MOVA ships (FlowMatchPairScheduler) steps video and audio on
 their own sigma schedules; the released pipeline leaves its visual/audio shift arguments unused (one

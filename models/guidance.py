@@ -237,19 +237,27 @@ class DualGuidance:
                 vo, ao = self.forward(expert, generator.audio, generator.bridge, _rep(video, n), _rep(audio, n),
                                       _rep_t(timestep, n), torch.cat(ctxs), y=_rep(y, n), video_fps=video_fps,
                                       a2v_scale=group[0].a2v_scale, v2a_scale=group[0].v2a_scale,
-                                      audio_timestep=None if audio_timestep is None else _rep_t(audio_timestep, n))
+                                      **_own_t(audio_timestep, n))
                 for p, v, a in zip(group, vo.chunk(n), ao.chunk(n)):
                     outputs[p] = (v, a)
             else:
                 for p, ctx in zip(group, ctxs):
                     outputs[p] = self.forward(expert, generator.audio, generator.bridge, video, audio, timestep, ctx,
                                               y=y, video_fps=video_fps, a2v_scale=p.a2v_scale,
-                                              v2a_scale=p.v2a_scale, audio_timestep=audio_timestep)
+                                              v2a_scale=p.v2a_scale, **_own_t(audio_timestep, 1))
         return [outputs[p] for p in passes]
 
 
 def _rep(x, n):
     return None if x is None else torch.cat([x] * n)
+
+
+def _own_t(audio_timestep, n) -> dict:
+    """The audio's own t for a forward of n passes; nothing when it shares the video's (released), so a
+    custom `forward` without that keyword keeps working."""
+    if audio_timestep is None:
+        return {}
+    return {"audio_timestep": audio_timestep if n == 1 else _rep_t(audio_timestep, n)}
 
 
 def _rep_t(t, n):

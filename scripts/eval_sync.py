@@ -63,7 +63,7 @@ class VideoGiven:
     """Wraps a guidance: every joint forward sees the true video latent noised to the step's sigma instead
     of the sampler's own video, so the audio is generated against the right picture (the sampler's video
     output is discarded). clean=True: the video stays clean (t = 0, low-noise expert) while the audio is
-    denoised (the towers' separate timesteps of joint_forward, a training-only path)."""
+    denoised at its own t (joint_forward's audio_timestep)."""
 
     def __init__(self, guidance, video_latent: torch.Tensor, noise: torch.Tensor, schedule, clean: bool = False):
         self.guidance, self.video, self.noise, self.schedule = guidance, video_latent, noise, schedule
@@ -142,13 +142,13 @@ def eval_prompts(n: int) -> list[EvalPrompt]:
             for i in range(n)]
 
 
-@torch.no_grad()
 def settings_for(steps: int, cfg: float, audio_shift) -> sampler_mod.SamplerSettings:
     """The eval's sampler settings; audio_shift None = the audio on the video's shift (released)."""
     return sampler_mod.SamplerSettings(steps=steps, video_cfg=cfg, audio_cfg=cfg, video_fps=scenes.FPS,
                                        audio_shift=audio_shift)
 
 
+@torch.no_grad()
 def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, audio_shift=None, batch: int = 8):
     """[(video [F,H,W,3] in 0..1, audio [N])] for each prompt, its seed's noise, white first frame."""
     w = h = scenes.WIDTH
@@ -325,6 +325,7 @@ def main(argv=None) -> int:
 
     def run(label, mode="fp32", guidance_fn=lambda: None, shift=audio_shift, **extra):
         t = time.monotonic()
+        extra["audio_shift"] = shift
         try:
             clips = generate(toy, toy.generator(mode), prompts, args.steps, args.cfg, guidance_fn, shift)
             rows[label] = {**extra, **score(clips, prompts)}
@@ -337,12 +338,11 @@ def main(argv=None) -> int:
         rows[label]["seconds"] = round(time.monotonic() - t, 1)
         report(label)
 
-    run("bridge_on", bridge="on", audio_shift=audio_shift)
-    run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off", audio_shift=audio_shift)
+    run("bridge_on", bridge="on")
+    run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), bridge="off")
     if not args.fast and audio_shift is not None:
-        run("same_shift_on", shift=None, bridge="on", audio_shift=None)
-        run("same_shift_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), shift=None, bridge="off",
-            audio_shift=None)
+        run("same_shift_on", shift=None, bridge="on")
+        run("same_shift_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), shift=None, bridge="off")
     if not args.fast:
         for s in [float(x) for x in args.sweep.split(",") if x.strip()]:
             if s == 1.0:   # nested dual CFG at bridge scale 1 is exactly the released text CFG

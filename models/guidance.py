@@ -257,7 +257,7 @@ def _own_t(audio_timestep, n) -> dict:
     custom `forward` without that keyword keeps working."""
     if audio_timestep is None:
         return {}
-    return {"audio_timestep": audio_timestep if n == 1 else _rep_t(audio_timestep, n)}
+    return {"audio_timestep": _rep_t(audio_timestep, n)}
 
 
 def _rep_t(t, n):

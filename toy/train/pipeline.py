@@ -73,7 +73,7 @@ def stage_video_vae(o: Options) -> None:
     if final.is_file():
         return
     vae = train_video_vae(configs.VIDEO_VAE, o.work, o.video_vae_steps, o.seed)
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+    save_state(vae, final)
 
 
 def stage_audio_vae(o: Options) -> None:
@@ -87,7 +87,7 @@ def stage_audio_vae(o: Options) -> None:
         mean, std = designed_audio_stats(o.seed)
         stats.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
     vae = train_audio_vae(configs.AUDIO_VAE, o.work, o.audio_vae_steps, o.seed, *audio_latent_stats(o))
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+    save_state(vae, final)
 
 
 def designed_audio_stats(seed: int = configs.SEED):

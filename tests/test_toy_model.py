@@ -137,6 +137,35 @@ def test_dit_training_is_deterministic_and_resumes(tmp_path):
     assert json.loads(lines[-1])["step"] == 3
 
 
+def test_frame_masking_replaces_whole_latent_frames_with_noise():
+    import numpy as np
+    x = torch.zeros(64, 16, 13, 8, 8)
+    out, mask = dit.mask_frames(np.random.default_rng(0), torch.Generator().manual_seed(0), x, fraction=0.3)
+    per_sample = mask.sum(dim=1)
+    assert 0.15 < (per_sample > 0).float().mean() < 0.45 and per_sample.max() <= dit.FRAME_MASK_MAX
+    assert torch.equal(out[~mask[:, None, :, None, None].expand_as(x)], x[~mask[:, None, :, None, None].expand_as(x)])
+    masked = out.permute(0, 2, 1, 3, 4)[mask]                    # [frames, 16, 8, 8] of pure noise
+    assert masked.shape[0] == per_sample.sum() and 0.8 < masked.std() < 1.2
+    _, none = dit.mask_frames(np.random.default_rng(0), torch.Generator().manual_seed(0), x, fraction=0.0)
+    assert not none.any()
+
+
+def test_video_loss_is_the_flow_target_except_on_masked_frames():
+    g = torch.Generator().manual_seed(0)
+    x0, eps, xt = (torch.randn(2, 16, 3, 4, 4, generator=g) for _ in range(3))
+    sigma = torch.tensor([0.5, 0.8]).view(2, 1, 1, 1, 1)
+    perfect = eps - x0
+    none = torch.zeros(2, 3, dtype=torch.bool)
+    assert dit.video_loss(perfect, xt, x0, eps, sigma, none) == 0
+    some = none.clone()
+    some[1, 2] = True
+    implied = (xt - sigma * perfect - x0)[1, :, 2].square().sum() / perfect.numel()
+    torch.testing.assert_close(dit.video_loss(perfect, xt, x0, eps, sigma, some), implied)
+    exact_x0 = (xt - x0) / sigma                                  # the prediction whose implied x0 is x0
+    loss = dit.video_loss(torch.where(some[:, None, :, None, None], exact_x0, perfect), xt, x0, eps, sigma, some)
+    assert loss.abs() < 1e-10
+
+
 def test_expert_split_tunes_each_expert_on_its_own_range_and_resumes(tmp_path):
     cfg = configs.mova_config()
     y = torch.randn(1, 20, 13, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -8,9 +8,13 @@ video [16, 1 + (F-1)/4, H/8, W/8], audio [16, ceil(N/960)]; the video statistics
 (latents_mean/std) and the audio ones are folded into quant_conv/post_quant_conv.
 
 Video channels per 8x8 cell and latent frame (4 pixel frames; the first latent frame has 1):
-  0-3  object coverage of each pixel frame          4-6  object colour (broadcast)
+  0-3  object position bump of each pixel frame      4-6  object colour (broadcast)
   7-9  mean background colour of the cell            10-13 surface one-hot (wood, metal, glass, drum)
-  14   background brightness slope inside the cell    15   max coverage over the 4 frames
+  14   background brightness slope inside the cell    15   size / 5, signed: + ball, - square (broadcast)
+The position bump is a Gaussian of the distance from the cell centre to the object's centre (BUMP_PX
+wide), not the cell's coverage: the object's place is spread over ~3x3 cells, so the decoder reads it
+below the cell from their ratios and consecutive frames overlap (with coverage, a small fast ball left
+its cells between latent frames and the towers drew it jumping from place to place).
 Audio channels per 20 ms frame: 0 impact onset gain, 1 onset position inside the frame x gain,
   2-5 surface one-hot x impact envelope (e^-t/tau), 6-15 log energy in 10 bands (total + 9 bands).
 """
@@ -22,6 +26,7 @@ from .. import scenes
 from ..captions import SOUNDS
 
 CELL = 8
+BUMP_PX = 6.0
 HOP = 960
 TAU_S = {"wood": 0.05, "metal": 0.5, "glass": 0.12, "drum": 0.16}
 BAND_EDGES = (0, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 24001)
@@ -39,6 +44,21 @@ def object_masks(scene: scenes.Scene, frame_times) -> np.ndarray:
     return (np.clip(edge - np.abs(px), 0, 1) * np.clip(edge - np.abs(py), 0, 1)).astype(np.float32)
 
 
+def object_centres(scene: scenes.Scene, frame_times) -> np.ndarray:
+    """[F, 2] the object's centre (x, y) in px at the given times (pixel i spans [i, i + 1])."""
+    x, h = scenes.simulate(scene).at(np.asarray(frame_times, dtype=np.float64))
+    return np.stack([x, scenes.FLOOR_TOP - scene.size - h], axis=1)
+
+
+def position_bumps(centres: np.ndarray) -> np.ndarray:
+    """[F, H/8, W/8] Gaussian of the distance from each cell centre to the object's centre."""
+    cx = (np.arange(scenes.WIDTH // CELL) + 0.5) * CELL
+    cy = (np.arange(scenes.HEIGHT // CELL) + 0.5) * CELL
+    dx = cx[None, None, :] - centres[:, 0, None, None]
+    dy = cy[None, :, None] - centres[:, 1, None, None]
+    return np.exp(-(dx * dx + dy * dy) / (2 * BUMP_PX ** 2)).astype(np.float32)
+
+
 def _pool(a: np.ndarray) -> np.ndarray:
     """Mean over 8x8 cells of [..., H, W]."""
     *lead, h, w = a.shape
@@ -50,15 +70,16 @@ def clip_background(clip) -> np.ndarray:
     return np.median(clip.video, axis=0)
 
 
-def video_latent(masks: np.ndarray, background: np.ndarray, scene: scenes.Scene) -> np.ndarray:
-    """Designed latent [16, 1 + (F-1)/4, H/8, W/8] of pixel frames with these masks (F = 1 + 4k)."""
-    f = masks.shape[0]
+def video_latent(centres: np.ndarray, background: np.ndarray, scene: scenes.Scene) -> np.ndarray:
+    """Designed latent [16, 1 + (F-1)/4, H/8, W/8] of pixel frames with the object at these centres
+    ([F, 2], F = 1 + 4k)."""
+    f = centres.shape[0]
     if (f - 1) % 4:
         raise ValueError(f"need 1 + 4k frames, got {f}")
-    cov = _pool(masks)                                                   # [F, h, w]
-    groups = [np.repeat(cov[:1], 4, axis=0)] + [cov[1 + 4 * i:5 + 4 * i] for i in range((f - 1) // 4)]
-    cov4 = np.stack(groups, axis=1)                                      # [4, T, h, w]
-    t, h, w = cov4.shape[1:]
+    bump = position_bumps(centres)                                       # [F, h, w]
+    groups = [np.repeat(bump[:1], 4, axis=0)] + [bump[1 + 4 * i:5 + 4 * i] for i in range((f - 1) // 4)]
+    bump4 = np.stack(groups, axis=1)                                     # [4, T, h, w]
+    t, h, w = bump4.shape[1:]
     bg = _pool(background.transpose(2, 0, 1)) * 2 - 1                   # [3, h, w]
     lum = background.mean(axis=2)
     rows = lum.reshape(h, CELL, w, CELL)
@@ -66,18 +87,18 @@ def video_latent(masks: np.ndarray, background: np.ndarray, scene: scenes.Scene)
     colour = np.asarray(scenes.RGB[scene.colour], dtype=np.float32) * 2 - 1
     surface = np.eye(len(SOUNDS), dtype=np.float32)[SOUNDS.index(scene.sound)]
     out = np.empty((16, t, h, w), dtype=np.float32)
-    out[0:4] = cov4
+    out[0:4] = bump4
     out[4:7] = colour[:, None, None, None]
     out[7:10] = bg[:, None]
     out[10:14] = surface[:, None, None, None]
     out[14] = slope[None]
-    out[15] = cov4.max(axis=0)
+    out[15] = scene.size / 5.0 * (1.0 if scene.shape == "ball" else -1.0)
     return out
 
 
 def clip_video_latent(clip) -> np.ndarray:
     times = np.arange(clip.video.shape[0]) / clip.fps
-    return video_latent(object_masks(clip.scene, times), clip_background(clip), clip.scene)
+    return video_latent(object_centres(clip.scene, times), clip_background(clip), clip.scene)
 
 
 def _band_energies(audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -65,21 +65,22 @@ def decode_train(vae: WanVideoVAE, z: torch.Tensor) -> torch.Tensor:
 
 
 def video_pool(first_seed: int, count: int):
-    """(pixels [3,F,H,W], masks [F,H,W], background [H,W,3], scene) per rendered clip."""
+    """(pixels [3,F,H,W], masks [F,H,W], centres [F,2], background [H,W,3], scene) per rendered clip."""
     out = []
     for clip in render_pool(first_seed, count):
-        masks = L.object_masks(clip.scene, np.arange(clip.video.shape[0]) / clip.fps)
-        out.append((video_tensor(clip), masks, L.clip_background(clip), clip.scene))
+        times = np.arange(clip.video.shape[0]) / clip.fps
+        out.append((video_tensor(clip), L.object_masks(clip.scene, times), L.object_centres(clip.scene, times),
+                    L.clip_background(clip), clip.scene))
     return out
 
 
 def _video_batch(pool, rng, batch: int, window: int = 5, solid_weight: float = 0.0):
     xs, zs, ws = [], [], []
     for _ in range(batch):
-        pixels, masks, bg, scene = pool[rng.integers(len(pool))]
+        pixels, masks, centres, bg, scene = pool[rng.integers(len(pool))]
         s = int(rng.integers(0, pixels.shape[1] - window + 1))
         m = masks[s:s + window]
-        z = L.video_latent(m, bg, scene)                                   # [16, 2, 8, 8]
+        z = L.video_latent(centres[s:s + window], bg, scene)               # [16, 1 + (window-1)/4, 8, 8]
         if rng.random() < 0.85 and m[0].any():                             # crop around the object
             ys, xs_ = np.nonzero(m[0] > 0.5) if (m[0] > 0.5).any() else np.nonzero(m[0])
             cy, cx = int(ys.mean()) // L.CELL, int(xs_.mean()) // L.CELL

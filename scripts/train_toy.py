@@ -2,6 +2,7 @@
 
     python scripts/train_toy.py                 # every stage in order (resumes where it stopped)
     python scripts/train_toy.py --stage video_vae   # one stage (video_vae and audio_vae may run in parallel)
+    python scripts/train_toy.py --work .toy-train/ft --init-from embedded/mova-toy   # fine-tune a model
 
 Stages: text (tokenizer + frozen random umT5), video_vae, audio_vae, encode (latents of N clips),
 dit (flow matching of video tower + audio tower + Bridge), sync (audio tower + video->audio Bridge
@@ -39,12 +40,24 @@ def main(argv=None) -> int:
     parser.add_argument("--sync-steps", type=int, default=pipeline.DEFAULTS["sync_steps"],
                         help="stage sync: audio tower + video->audio Bridge steps (0: skip the stage)")
     parser.add_argument("--batch", type=int, default=pipeline.DEFAULTS["batch"])
+    parser.add_argument("--init-from", type=Path, help="seed an empty --work from this exported toy folder "
+                        "(text, audio VAE, video encoder; video VAE and dit checkpoints at the --init-steps)")
+    parser.add_argument("--init-steps", default="2300,3000", help="VIDEO_VAE_STEP,DIT_STEP the --init-from weights "
+                        "stand for (default: the first release's 2300,3000)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     opts = pipeline.Options(work=args.work, out=args.out, seed=args.seed, video_vae_steps=args.video_vae_steps,
                             audio_vae_steps=args.audio_vae_steps, clips=args.clips, dit_steps=args.dit_steps, expert_steps=args.expert_steps,
                             sync_steps=args.sync_steps,
                             batch=args.batch)
+    if args.init_from is not None:
+        from mova_pack.toy.train.seed import seed_work_dir
+
+        try:
+            vae_step, dit_step = (int(x) for x in args.init_steps.split(","))
+            seed_work_dir(opts, args.init_from, vae_step, dit_step)
+        except (OSError, ValueError) as e:
+            parser.error(str(e))
     for stage in (STAGES if args.stage == "all" else (args.stage,)):
         t0 = time.monotonic()
         getattr(pipeline, f"stage_{stage}")(opts)

@@ -19,7 +19,7 @@ from .. import captions
 from . import configs
 from .common import render_pool, save_state
 
-DEFAULTS = {"video_vae_steps": 2300, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 3000, "expert_steps": 100,
+DEFAULTS = {"video_vae_steps": 4000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 6500, "expert_steps": 100,
             "sync_steps": 1500, "batch": 16}
 
 
@@ -82,10 +82,7 @@ def stage_audio_vae(o: Options) -> None:
     final = o.work / "audio_vae.safetensors"
     if final.is_file():
         return
-    stats = o.work / "audio_latent_stats.json"
-    if not stats.is_file():
-        mean, std = designed_audio_stats(o.seed)
-        stats.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+    audio_latent_stats_file(o)
     vae = train_audio_vae(configs.AUDIO_VAE, o.work, o.audio_vae_steps, o.seed, *audio_latent_stats(o))
     save_state(vae, final)
 
@@ -97,6 +94,15 @@ def designed_audio_stats(seed: int = configs.SEED):
     from .vae import latent_stats
 
     return latent_stats([L.clip_audio_latent(c) for c in render_pool(seed + 60_000, 48)])
+
+
+def audio_latent_stats_file(o: Options) -> Path:
+    """`audio_latent_stats.json` in the work dir, measured on the designed latent if missing."""
+    stats = o.work / "audio_latent_stats.json"
+    if not stats.is_file():
+        mean, std = designed_audio_stats(o.seed)
+        stats.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+    return stats
 
 
 def audio_latent_stats(o: Options):

@@ -70,8 +70,13 @@ class _Slot:
             self.module._buffers[self.name] = t
 
     def fetch(self, device, non_blocking=False) -> torch.Tensor:
-        src = self.host if self.host is not None else self.file.get_tensor(self.key)
-        return src.to(device, dtype=self.placeholder.dtype, non_blocking=non_blocking)
+        if self.host is not None:
+            return self.host.to(device, dtype=self.placeholder.dtype, non_blocking=non_blocking)
+        src = self.file.get_tensor(self.key)
+        out = src.to(device, dtype=self.placeholder.dtype, non_blocking=non_blocking)
+        # mmap'd tensors sit at arbitrary offsets in the file; CPU kernels (AVX-512) take other code paths
+        # on unaligned data, so a fresh allocation keeps results bit-identical to resident weights
+        return out.clone() if out.data_ptr() == src.data_ptr() else out
 
 
 class _Group:

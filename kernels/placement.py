@@ -4,8 +4,7 @@
                           files, dtype, quant, offload, device, cache_dir)
 
 `towers` are modules built on the meta device; `files` maps the same names to safetensors paths.
-- pre-quantized file (mova_quant metadata): layers become quantized shells, tensors are mapped from
-  the file (zero-copy mmap on CPU);
+- pre-quantized file (mova_quant metadata): layers become quantized shells, filled from the file;
 - bf16 file + a quantized mode: weights are quantized tensor by tensor while reading (peak = one
   bf16 tensor); with storage "disk" a quantized copy is written once under `cache_dir` (keyed by the
   source files and settings, see stream_files) and streamed from there;
@@ -42,14 +41,16 @@ def file_quant_mode(files) -> str | None:
 
 
 def _read(files, settings: QuantSettings | None, dtype: torch.dtype) -> dict:
-    """All tensors (mmap'd), floats cast to `dtype`, Linear weights quantized when `settings` asks."""
+    """All tensors, floats cast to `dtype`, Linear weights quantized when `settings` asks. Tensors are
+    copied out of the mmap: at their arbitrary file offsets CPU kernels (AVX-512) round differently, and
+    every load path (resident, offloaded, streamed) must give the same numbers."""
     def items():
         for f in files:
             with safe_open(str(f), framework="pt") as h:
                 for k in h.keys():
                     t = h.get_tensor(k)
                     cast = t.dtype in _HIGH and t.dtype != dtype and not k.endswith(".weight_scale")
-                    yield k, t.to(dtype) if cast else t
+                    yield k, t.to(dtype) if cast else t.clone()
     src = quantize_items(items(), settings) if settings is not None and settings.quantized else items()
     return dict(src)
 

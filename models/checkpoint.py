@@ -171,7 +171,9 @@ def expected_shapes(module: torch.nn.Module) -> dict:
 
 def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dtype = None,
                     device="cpu") -> dict:
-    """Validate headers of all shards against `expected`, then open them (mmap) and return tensors."""
+    """Validate headers of all shards against `expected`, then read them and return tensors. On the CPU
+    an uncast tensor is copied out of the mmap: at its arbitrary file offset AVX-512 kernels round
+    differently, and every load path (resident, offloaded, streamed) must give the same numbers."""
     from safetensors import safe_open
 
     prefix = validate_headers(files, component, expected)
@@ -180,8 +182,11 @@ def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dt
         with safe_open(str(f), framework="pt", device=str(device)) as fh:
             for key in fh.keys():
                 t = fh.get_tensor(key)
-                out[key[len(prefix):]] = t if dtype is None or t.dtype == dtype or not t.is_floating_point() \
-                    else t.to(dtype)
+                if dtype is not None and t.dtype != dtype and t.is_floating_point():
+                    t = t.to(dtype)
+                elif t.device.type == "cpu":
+                    t = t.clone()
+                out[key[len(prefix):]] = t
     return out
 
 

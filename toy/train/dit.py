@@ -110,6 +110,18 @@ def _lr(step: int, steps: int, warmup: int = 100) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+LR = 1e-3
+
+
+def _optimiser(params, lr: float) -> torch.optim.AdamW:
+    """The towers' optimiser (stages dit and sync, and what toy/train/seed.py checkpoints)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+
+def _schedule(opt, steps: int, warmup: int = 100):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, steps, warmup))
+
+
 @dataclass
 class _Run:
     """One flow-matching run: `trained` is optimised, `ema` tracks it, `video` is the expert used."""
@@ -158,7 +170,7 @@ def video_loss(out: torch.Tensor, xt: torch.Tensor, x0: torch.Tensor, eps: torch
     return torch.where(mask[:, None, :, None, None], implied, flow).mean()
 
 
-def train_dit(o, cfg, y: torch.Tensor, lr: float = 1e-3, ema_decay: float = 0.998, log_every: int = 10):
+def train_dit(o, cfg, y: torch.Tensor, lr: float = LR, ema_decay: float = 0.998, log_every: int = 10):
     """Stage 1: one video expert + audio tower + Bridge over all t. Stage 2 (o.expert_steps > 0): each
     expert fine-tuned from it on its own t range (high: t >= boundary, low: below), audio tower and
     Bridge frozen because both experts share them. Returns the generator with EMA weights."""
@@ -197,8 +209,8 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
     unbridged marginals that bridge guidance contrasts against."""
     video, audio, contexts = data["video"], data["audio"], data["contexts"]
     params = [p for p in run.trained.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=run.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, run.steps))
+    opt = _optimiser(params, run.lr)
+    sched = _schedule(opt, run.steps)
     ckpt, log = Checkpoint(o.work, run.name), Log(o.work, run.name)
     step = first = ckpt.load(model=run.trained, ema=run.ema, opt=opt, sched=sched)
     b = o.batch

@@ -34,8 +34,7 @@ def _advanced(sched, steps: int):
 
 def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
     from . import pipeline
-    from .dit import _lr
-    from .vae import ENCODER_KEYS, _schedule
+    from . import dit, vae as vae_stage
 
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
@@ -56,19 +55,18 @@ def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
     pipeline.audio_latent_stats_file(o)
     vcfg = pipeline.video_vae_config(o)          # statistics of the current designed latent
     native, _ = to_native(load_file(str(folder / "video_vae" / "diffusion_pytorch_model.safetensors")), vcfg)
-    save_file({k: v.contiguous() for k, v in native.items() if k.startswith(ENCODER_KEYS)},
+    save_file({k: v.contiguous() for k, v in native.items() if k.startswith(vae_stage.ENCODER_KEYS)},
               str(o.work / "video_encoder.safetensors"))
     vae = channels_last(WanVideoVAE(vcfg))
     vae.load_state_dict(native)
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0, betas=(0.9, 0.99))
+    opt = vae_stage._optimiser(vae.parameters(), vae_stage.VIDEO_VAE_LR)
     torch.save({"model": vae.state_dict(), "opt": opt.state_dict(),
-                "sched": _advanced(_schedule(opt, o.video_vae_steps), video_vae_step), "step": video_vae_step},
+                "sched": _advanced(vae_stage._schedule(opt, o.video_vae_steps), video_vae_step), "step": video_vae_step},
                o.work / "video_vae.ckpt.pt")
 
     released = load_generator(folder, dtype=torch.float32)
     gen = build_generator(configs.mova_config(vcfg), dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)
     gen.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("video_low.")})
-    opt = torch.optim.AdamW(gen.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, o.dit_steps))
+    opt = dit._optimiser(gen.parameters(), dit.LR)
     torch.save({"model": gen.state_dict(), "ema": gen.state_dict(), "opt": opt.state_dict(),
-                "sched": _advanced(sched, dit_step), "step": dit_step}, o.work / "dit.ckpt.pt")
+                "sched": _advanced(dit._schedule(opt, o.dit_steps), dit_step), "step": dit_step}, o.work / "dit.ckpt.pt")

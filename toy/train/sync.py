@@ -25,7 +25,7 @@ from ...models.joint import joint_forward
 from ...models.schedule import training_table
 from .. import scenes
 from .common import Checkpoint, Log, draw_batch, optimise, rng_for, save_state, update_ema
-from .dit import _lr, expert_pools, load_dataset
+from .dit import _optimiser, _schedule, expert_pools, load_dataset
 
 TIMING_CHANNELS = {0: 4.0, 1: 4.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.0}   # audio latent channel -> loss weight
 SHARED_FRACTION = 0.5
@@ -79,8 +79,8 @@ def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float
     params = trainable(gen)
     ema = copy.deepcopy(gen).requires_grad_(False)
     tuned_ema = [p for p, q in zip(ema.parameters(), gen.parameters()) if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, o.sync_steps, warmup=50))
+    opt = _optimiser(params, lr)
+    sched = _schedule(opt, o.sync_steps, warmup=50)
     ckpt, log = Checkpoint(o.work, "sync"), Log(o.work, "sync")
     step = ckpt.load(model=gen, ema=ema, opt=opt, sched=sched)
     weights = torch.ones(data["audio"].shape[1])

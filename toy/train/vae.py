@@ -97,15 +97,23 @@ def _video_batch(pool, rng, batch: int, window: int = 5, solid_weight: float = 0
     return torch.stack(xs), torch.stack(zs), torch.stack(ws)
 
 
+VIDEO_VAE_LR = 2e-3
+
+
+def _optimiser(params, lr: float) -> torch.optim.AdamW:
+    """Both VAEs' optimiser (also what toy/train/seed.py checkpoints, so a seeded run resumes into it)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+
+
 def _schedule(opt, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (0.1 + 0.9 * (1 - s / steps)))
 
 
-def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch: int = 4, lr: float = 2e-3,
+def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch: int = 4, lr: float = VIDEO_VAE_LR,
                     log_every: int = 10) -> WanVideoVAE:
     torch.manual_seed(seed)
     vae = channels_last(WanVideoVAE(cfg)).train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    opt = _optimiser(vae.parameters(), lr)
     sched = _schedule(opt, steps)
     ckpt, log = Checkpoint(work, "video_vae"), Log(work, "video_vae")
     step = ckpt.load(model=vae, opt=opt, sched=sched)
@@ -170,7 +178,7 @@ def train_audio_vae(cfg, work, steps: int, seed: int, mean, std, pool_size: int 
     """The latent is the designed one standardised with (mean, std): no rescaling needed afterwards."""
     torch.manual_seed(seed + 1)
     vae = AudioVAE(cfg).train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    opt = _optimiser(vae.parameters(), lr)
     sched = _schedule(opt, steps)
     ckpt, log = Checkpoint(work, "audio_vae"), Log(work, "audio_vae")
     step = ckpt.load(model=vae, opt=opt, sched=sched)

@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..models.checkpoint import out_of_mmap
 from ..models.errors import CheckpointError
 from .device import module_bytes
 
@@ -73,10 +74,7 @@ class _Slot:
         if self.host is not None:
             return self.host.to(device, dtype=self.placeholder.dtype, non_blocking=non_blocking)
         src = self.file.get_tensor(self.key)
-        out = src.to(device, dtype=self.placeholder.dtype, non_blocking=non_blocking)
-        # mmap'd tensors sit at arbitrary offsets in the file; CPU kernels (AVX-512) take other code paths
-        # on unaligned data, so a fresh allocation keeps results bit-identical to resident weights
-        return out.clone() if out.data_ptr() == src.data_ptr() else out
+        return out_of_mmap(src.to(device, dtype=self.placeholder.dtype, non_blocking=non_blocking), src)
 
 
 class _Group:

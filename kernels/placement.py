@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..models.checkpoint import out_of_mmap
 from ..models.errors import CheckpointError
 from .offload import OffloadEngine, OffloadSettings
 from .quant import QuantSettings
@@ -41,16 +42,15 @@ def file_quant_mode(files) -> str | None:
 
 
 def _read(files, settings: QuantSettings | None, dtype: torch.dtype) -> dict:
-    """All tensors, floats cast to `dtype`, Linear weights quantized when `settings` asks. Tensors are
-    copied out of the mmap: at their arbitrary file offsets CPU kernels (AVX-512) round differently, and
-    every load path (resident, offloaded, streamed) must give the same numbers."""
+    """All tensors, floats cast to `dtype`, Linear weights quantized when `settings` asks (never left
+    in the file's mmap, see out_of_mmap)."""
     def items():
         for f in files:
             with safe_open(str(f), framework="pt") as h:
                 for k in h.keys():
                     t = h.get_tensor(k)
                     cast = t.dtype in _HIGH and t.dtype != dtype and not k.endswith(".weight_scale")
-                    yield k, t.to(dtype) if cast else t.clone()
+                    yield k, out_of_mmap(t.to(dtype) if cast else t, t)
     src = quantize_items(items(), settings) if settings is not None and settings.quantized else items()
     return dict(src)
 

@@ -169,11 +169,17 @@ def expected_shapes(module: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
+def out_of_mmap(t: torch.Tensor, mapped: torch.Tensor) -> torch.Tensor:
+    """`t` (made from the safetensors-mapped `mapped`), copied when it still is the mapped CPU memory.
+    Mapped tensors sit at arbitrary file offsets, where AVX-512 kernels round differently; every load
+    path (resident, offloaded, streamed from disk) must give the same numbers."""
+    return t.clone() if t.device.type == "cpu" and t.data_ptr() == mapped.data_ptr() else t
+
+
 def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dtype = None,
                     device="cpu") -> dict:
-    """Validate headers of all shards against `expected`, then read them and return tensors. On the CPU
-    an uncast tensor is copied out of the mmap: at its arbitrary file offset AVX-512 kernels round
-    differently, and every load path (resident, offloaded, streamed) must give the same numbers."""
+    """Validate headers of all shards against `expected`, then read them and return tensors (cast
+    floats to `dtype` when given; never left in the file's mmap, see out_of_mmap)."""
     from safetensors import safe_open
 
     prefix = validate_headers(files, component, expected)
@@ -182,11 +188,8 @@ def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dt
         with safe_open(str(f), framework="pt", device=str(device)) as fh:
             for key in fh.keys():
                 t = fh.get_tensor(key)
-                if dtype is not None and t.dtype != dtype and t.is_floating_point():
-                    t = t.to(dtype)
-                elif t.device.type == "cpu":
-                    t = t.clone()
-                out[key[len(prefix):]] = t
+                cast = dtype is not None and t.dtype != dtype and t.is_floating_point()
+                out[key[len(prefix):]] = out_of_mmap(t.to(dtype) if cast else t, t)
     return out
 
 

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--audio-vae-steps", type=int, default=pipeline.DEFAULTS["audio_vae_steps"])
     parser.add_argument("--clips", type=int, default=pipeline.DEFAULTS["clips"], help="clips encoded for stage dit")
     parser.add_argument("--dit-steps", type=int, default=pipeline.DEFAULTS["dit_steps"])
+    parser.add_argument("--dit-anneal-steps", type=int, default=pipeline.DEFAULTS["dit_anneal_steps"],
+                        help="the last N steps of stage dit, learning rate falling linearly from 0.1x to 0.01x")
     parser.add_argument("--expert-steps", type=int, default=pipeline.DEFAULTS["expert_steps"],
                         help="per-expert fine-tuning on its own t range after stage dit (0: one expert in both slots)")
     parser.add_argument("--sync-steps", type=int, default=pipeline.DEFAULTS["sync_steps"],
@@ -45,9 +47,13 @@ def main(argv=None) -> int:
     parser.add_argument("--init-steps", default="2300,3000", help="VIDEO_VAE_STEP,DIT_STEP the --init-from weights "
                         "stand for (default: the first release's 2300,3000)")
     args = parser.parse_args(argv)
+    if not 0 <= args.dit_anneal_steps < args.dit_steps:
+        parser.error(f"--dit-anneal-steps must lie in [0, --dit-steps); got {args.dit_anneal_steps} "
+                     f"with --dit-steps {args.dit_steps}")
     torch.set_num_threads(args.threads)
     opts = pipeline.Options(work=args.work, out=args.out, seed=args.seed, video_vae_steps=args.video_vae_steps,
-                            audio_vae_steps=args.audio_vae_steps, clips=args.clips, dit_steps=args.dit_steps, expert_steps=args.expert_steps,
+                            audio_vae_steps=args.audio_vae_steps, clips=args.clips, dit_steps=args.dit_steps,
+                            dit_anneal_steps=args.dit_anneal_steps, expert_steps=args.expert_steps,
                             sync_steps=args.sync_steps,
                             batch=args.batch)
     if args.init_from is not None:

@@ -137,6 +137,26 @@ def test_dit_training_is_deterministic_and_resumes(tmp_path):
     assert json.loads(lines[-1])["step"] == 3
 
 
+def test_annealed_schedule_extends_the_cosine_with_a_low_rate_tail():
+    # Up to steps - anneal it is the plain cosine of that length, so a finished run resumes into the tail.
+    for s in (0, 50, 100, 2000, 6499, 6500):
+        assert dit._lr(s, 9500, anneal=3000) == pytest.approx(dit._lr(s, 6500))
+    tail = [dit._lr(s, 9500, anneal=3000) for s in range(6500, 9501, 500)]
+    assert tail[0] == pytest.approx(0.1) and tail[-1] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(tail, tail[1:]))
+    assert dit._lr(2, 3, anneal=3000) == dit._lr(2, 3)      # no room for a tail: plain schedule
+
+
+def test_cli_rejects_an_anneal_longer_than_the_run(tmp_path, capsys):
+    import sys
+    sys.path.insert(0, str(configs.ROOT / "scripts"))
+    import train_toy
+
+    with pytest.raises(SystemExit) as e:
+        train_toy.main(["--stage", "text", "--work", str(tmp_path), "--dit-steps", "100", "--dit-anneal-steps", "100"])
+    assert e.value.code == 2 and "--dit-anneal-steps" in capsys.readouterr().err
+
+
 def test_frame_masking_replaces_whole_latent_frames_with_noise():
     import numpy as np
     x = torch.zeros(64, 16, 13, 8, 8)

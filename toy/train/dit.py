@@ -104,10 +104,16 @@ def white_frame_y(video_vae) -> torch.Tensor:
     return first_frame_y(channels_last(video_vae), scenes.WIDTH, scenes.HEIGHT, scenes.FRAMES)
 
 
-def _lr(step: int, steps: int, warmup: int = 100) -> float:
+def _lr(step: int, steps: int, warmup: int = 100, anneal: int = 0) -> float:
+    """Warm-up, cosine down to 0.1 at `steps - anneal`, then linear down to 0.01 over the last `anneal`
+    steps (the towers kept improving as the rate fell, so the recipe ends with a low-rate tail)."""
     if step < warmup:
         return (step + 1) / warmup
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    anneal = min(anneal, max(0, steps - warmup))     # short runs (tests) have no room for the tail
+    cosine_end = steps - anneal
+    if anneal > 0 and step >= cosine_end:
+        return 0.1 - 0.09 * min(1.0, (step - cosine_end) / anneal)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cosine_end - warmup)))
 
 
 LR = 1e-3
@@ -118,8 +124,8 @@ def _optimiser(params, lr: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
 
-def _schedule(opt, steps: int, warmup: int = 100):
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, steps, warmup))
+def _schedule(opt, steps: int, warmup: int = 100, anneal: int = 0):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr(s, steps, warmup, anneal))
 
 
 @dataclass
@@ -133,6 +139,7 @@ class _Run:
     steps: int
     lr: float
     t_pool: np.ndarray          # indices into the training table this run draws t from
+    anneal: int = 0             # low-rate tail of the schedule (see _lr)
 
 
 # From this step of stage 1 on, half of the samples draw the audio tower's t independently of the
@@ -179,18 +186,19 @@ def train_dit(o, cfg, y: torch.Tensor, lr: float = LR, ema_decay: float = 0.998,
     gen = build_generator(cfg, dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)
     gen.train().requires_grad_(True)
     ema = copy.deepcopy(gen).requires_grad_(False)
-    run = _Run("dit", gen, gen, ema, gen.video_high, o.dit_steps, lr, np.arange(len(table_t)))
+    run = _Run("dit", gen, gen, ema, gen.video_high, o.dit_steps, lr, np.arange(len(table_t)), o.dit_anneal_steps)
     if _train(o, run, data, y, table_t, table_s, ema_decay, log_every, snapshot_cfg=cfg):
         for name in ("video_high", "video_low"):    # tuned from an older stage 1: start them again
             Checkpoint(o.work, f"expert_{name}").path.unlink(missing_ok=True)
     full = _both_experts(cfg, ema, o.seed)
     if o.expert_steps <= 0:
         return full
+    expert_lr = 3 * lr * _lr(o.dit_steps, o.dit_steps, anneal=o.dit_anneal_steps)   # 3x where stage 1 ended
     for name, pool in zip(("video_high", "video_low"), expert_pools(cfg, table_t)):
         gen = copy.deepcopy(full).train()
         expert = getattr(gen, name).requires_grad_(True)
         run = _Run(f"expert_{name}", gen, expert, copy.deepcopy(expert).requires_grad_(False), expert,
-                   o.expert_steps, lr * 0.3, pool)
+                   o.expert_steps, expert_lr, pool)
         _train(o, run, data, y, table_t, table_s, ema_decay, log_every)
         getattr(full, name).load_state_dict(run.ema.state_dict())
     return full
@@ -210,7 +218,7 @@ def _train(o, run: _Run, data, y, table_t, table_s, ema_decay, log_every, text_d
     video, audio, contexts = data["video"], data["audio"], data["contexts"]
     params = [p for p in run.trained.parameters() if p.requires_grad]
     opt = _optimiser(params, run.lr)
-    sched = _schedule(opt, run.steps)
+    sched = _schedule(opt, run.steps, anneal=run.anneal)
     ckpt, log = Checkpoint(o.work, run.name), Log(o.work, run.name)
     step = first = ckpt.load(model=run.trained, ema=run.ema, opt=opt, sched=sched)
     b = o.batch

@@ -19,7 +19,8 @@ from .. import captions
 from . import configs
 from .common import render_pool, save_state
 
-DEFAULTS = {"video_vae_steps": 4000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 6500, "expert_steps": 100,
+DEFAULTS = {"video_vae_steps": 4000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 9500,
+            "dit_anneal_steps": 3000, "expert_steps": 100,
             "sync_steps": 1500, "batch": 16}
 
 
@@ -32,6 +33,7 @@ class Options:
     audio_vae_steps: int = DEFAULTS["audio_vae_steps"]
     clips: int = DEFAULTS["clips"]
     dit_steps: int = DEFAULTS["dit_steps"]
+    dit_anneal_steps: int = DEFAULTS["dit_anneal_steps"]
     expert_steps: int = DEFAULTS["expert_steps"]
     sync_steps: int = DEFAULTS["sync_steps"]
     batch: int = DEFAULTS["batch"]

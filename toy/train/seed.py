@@ -69,4 +69,4 @@ def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
     gen.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("video_low.")})
     opt = dit._optimiser(gen.parameters(), dit.LR)
     torch.save({"model": gen.state_dict(), "ema": gen.state_dict(), "opt": opt.state_dict(),
-                "sched": _advanced(dit._schedule(opt, o.dit_steps), dit_step), "step": dit_step}, o.work / "dit.ckpt.pt")
+                "sched": _advanced(dit._schedule(opt, o.dit_steps, anneal=o.dit_anneal_steps), dit_step), "step": dit_step}, o.work / "dit.ckpt.pt")

@@ -162,7 +162,7 @@ with PeakSampler() as peak:
     else:
         engine = OffloadEngine(*towers, OffloadSettings(storage="disk"), "cpu", files)
     after = []
-    for _ in range(3):
+    for _ in range(4):
         with torch.no_grad():
             out = joint_forward(*towers, **x)
         after.append(private_rss() - base)
@@ -211,8 +211,9 @@ def test_disk_streaming_keeps_host_ram_near_one_unit():
     # streamed weights stay page cache; private memory holds only the stems and the unit in flight (each
     # tensor is copied out of the mmap into an aligned buffer, kernels/offload.py _Slot.fetch)
     assert streamed["peak"] < 0.1 * w + streamed["unit"] + streamed["stems"] < 0.35 * w
-    # repeated runs do not grow host RAM
-    assert max(streamed["after"][1:]) - streamed["after"][1] < 1e6
+    # repeated runs do not grow host RAM: a unit's copies kept per run would add >= 2 units by the 4th run;
+    # the allocator's own churn from copying units in and out moves the figure by up to ~1.5 MB either way
+    assert max(streamed["after"][1:]) - streamed["after"][1] < 0.5 * streamed["unit"]
     assert max(resident["after"][1:]) - resident["after"][1] < 1e6
 
 

@@ -21,6 +21,7 @@ the impact sound class (adherence). Rows, each labelled:
   reference_decoders          the clips' designed latents through the toy decoders (the floor for generated clips)
   reference_vae_roundtrip     rendered clips through the toy encoders and decoders (the encoders only serve
                               first-frame conditioning; the audio encoder is not used to generate)
+The summary gives bridge_on / bridge_off and their ratio with a bootstrap interval over the clips.
 Every row also reports `motion`: the fraction of frames where the object is found and the track jumps
 (centroid moves of more than 12 px between frames; a bouncing ball never moves that fast), which tell
 whether the video tower drew one coherent moving object.
@@ -213,6 +214,27 @@ def score(clips, prompts) -> dict:
     }
 
 
+def bootstrap_interval(on_clips, off_clips, resamples: int = 2000, seed: int = 0) -> dict:
+    """5-95 % bootstrap interval of the pooled median |offset| with and without the Bridge and of their
+    ratio: the clips are resampled with replacement, the same draw for both rows (same prompts and seeds).
+    How far the figures could move with other clips, i.e. how much one eval run can be trusted."""
+    rng = np.random.default_rng(seed)
+    on_ms, off_ms, gain = [], [], []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(on_clips), len(on_clips))
+        a = np.abs([o for i in idx for o in on_clips[i]["offsets_ms"]])
+        b = np.abs([o for i in idx for o in off_clips[i]["offsets_ms"]])
+        if a.size and b.size and np.median(a) > 0:
+            on_ms.append(np.median(a))
+            off_ms.append(np.median(b))
+            gain.append(np.median(b) / np.median(a))
+
+    def span(xs):
+        return [round(float(np.percentile(xs, 5)), 1), round(float(np.percentile(xs, 95)), 1)] if xs else None
+
+    return {"bridge_on": span(on_ms), "bridge_off": span(off_ms), "bridge_gain": span(gain)}
+
+
 def _r(xs, nd=3):
     return [round(float(x), nd) for x in xs]
 
@@ -369,6 +391,8 @@ def main(argv=None) -> int:
         "audio_shift": audio_shift,
         "sync": {"median_abs_offset_ms": {"bridge_on": on_ms, "bridge_off": off_ms},
                  "bridge_gain": round(off_ms / on_ms, 2) if on_ms and off_ms else None,
+                 "interval_5_95": bootstrap_interval(rows["bridge_on"]["clips"], rows["bridge_off"]["clips"])
+                 if on_ms and off_ms else None,
                  "goal_ms": SYNC_GOAL_MS},
         "adherence": rows["bridge_on"].get("adherence"),
         "rows": rows,

@@ -63,12 +63,26 @@ def test_end_to_end_fast_run_writes_the_keys(tmp_path):
     d = json.loads(out.read_text())
     assert set(d["sync"]["median_abs_offset_ms"]) == {"bridge_on", "bridge_off"}
     assert set(d["adherence"]) == {"colour", "sound"}
+    assert "interval_5_95" in d["sync"]
     for label in ("bridge_on", "bridge_off"):
         row = d["rows"][label]
         assert "error" not in row, row.get("error")
         assert set(row["sync"]) >= {"median_abs_offset_ms", "within_40ms", "matched_pairs"}
         assert len(row["clips"]) == 2 and 0.0 <= row["adherence"]["colour"] <= 1.0
         assert 0.0 <= row["motion"]["object_visible"] <= 1.0 and row["motion"]["track_jumps_per_clip"] >= 0
+
+
+def test_bootstrap_interval_brackets_the_figures_and_pairs_the_clips():
+    on = [{"offsets_ms": [10.0 + i, -(12.0 + i)]} for i in range(16)]
+    off = [{"offsets_ms": [90.0 + 2 * i]} for i in range(16)]
+    iv = eval_sync.bootstrap_interval(on, off)
+    assert iv == eval_sync.bootstrap_interval(on, off)                  # seeded
+    lo, hi = iv["bridge_on"]
+    assert 10 < lo < 17.5 < hi < 26
+    assert iv["bridge_off"][0] < 105 < iv["bridge_off"][1]
+    assert 90 / 27 < iv["bridge_gain"][0] < iv["bridge_gain"][1] < 122 / 10
+    same = eval_sync.bootstrap_interval(on, on)                          # paired draws: ratio exactly 1
+    assert same["bridge_gain"] == [1.0, 1.0]
 
 
 def test_motion_counts_a_teleporting_object_and_not_a_bouncing_one():

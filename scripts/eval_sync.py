@@ -224,10 +224,13 @@ def bootstrap_interval(on_clips, off_clips, resamples: int = 2000, seed: int = 0
         idx = rng.integers(0, len(on_clips), len(on_clips))
         a = np.abs([o for i in idx for o in on_clips[i]["offsets_ms"]])
         b = np.abs([o for i in idx for o in off_clips[i]["offsets_ms"]])
-        if a.size and b.size and np.median(a) > 0:
-            on_ms.append(np.median(a))
-            off_ms.append(np.median(b))
-            gain.append(np.median(b) / np.median(a))
+        if not (a.size and b.size):
+            continue
+        on, off = np.median(a), np.median(b)
+        if on > 0:
+            on_ms.append(on)
+            off_ms.append(off)
+            gain.append(off / on)
 
     def span(xs):
         return [round(float(np.percentile(xs, 5)), 1), round(float(np.percentile(xs, 95)), 1)] if xs else None

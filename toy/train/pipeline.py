@@ -19,7 +19,7 @@ from .. import captions
 from . import configs
 from .common import render_pool, save_state
 
-DEFAULTS = {"video_vae_steps": 4000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 9500,
+DEFAULTS = {"video_vae_steps": 7000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 9500,
             "dit_anneal_steps": 3000, "expert_steps": 100,
             "sync_steps": 1500, "batch": 16}
 

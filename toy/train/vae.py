@@ -34,9 +34,9 @@ WINDOWS = ((0, 5), (1100, 9), (2000, 25))
 SOLID_WEIGHT_FROM = 1400
 
 # From step 4000 on (ninth session): a wider pool of clips and the frames around each impact weighted up.
-# Before it the decoder rendered the 48 pool clips' bounces to 14 ms but unseen clips' to 26 ms (median,
-# 16 clips each), and it rounded the bounce off: at the impact frame the object sat 2 px short of the
-# floor, 1 px past it two frames later, so decoded impacts came ~15 ms late.
+# Before it the decoder rendered the 48 pool clips' bounces to 15 ms but unseen clips' to 20 ms (median),
+# and it rounded the bounce off: at the impact frame the object sat 2 px short of the floor, 1 px past it
+# two frames later, so decoded impacts came ~15 ms late. 3000 such steps: 10 ms on unseen clips.
 SHARP_FROM = 4000
 SHARP_POOL = 512
 IMPACT_WEIGHT = 4.0            # extra weight of a frame at an impact, falling off over ~1.5 frames

@@ -45,3 +45,9 @@ def test_impact_crops_show_the_object_at_its_impact(pool):
         f = int(w[0].amax(dim=(0, 2, 3)).argmax())           # the most weighted frame = the impact frame
         hits += bool((w[0, 0, f] > 40).any())                 # the object's solid pixels are in the crop there
     assert hits >= 30
+
+
+def test_the_pool_widens_at_the_sharp_phase_and_never_shrinks():
+    assert vae.pool_clips(vae.SHARP_FROM - 1, 48) == 48
+    assert vae.pool_clips(vae.SHARP_FROM, 48) == vae.SHARP_POOL == 512
+    assert vae.pool_clips(vae.SHARP_FROM + 100, 600) == 600     # resumed or not, a larger pool stays

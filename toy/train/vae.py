@@ -53,6 +53,11 @@ def video_window(step: int) -> int:
     return [w for start, w in WINDOWS if step >= start][-1]
 
 
+def pool_clips(step: int, pool_size: int) -> int:
+    """Clips in the decoder's pool at this step (the pool widens at SHARP_FROM; it never shrinks)."""
+    return pool_size if step < SHARP_FROM else max(pool_size, SHARP_POOL)
+
+
 def encode_train(vae: WanVideoVAE, x: torch.Tensor) -> torch.Tensor:
     """Differentiable raw posterior mean of [B, 3, 1+4k, H, W] (the chunking of WanVideoVAE.encode)."""
     cache, outs = CausalCache(), []
@@ -137,13 +142,13 @@ def train_video_vae(cfg, work, steps: int, seed: int, pool_size: int = 48, batch
     sched = _schedule(opt, steps)
     ckpt, log = Checkpoint(work, "video_vae"), Log(work, "video_vae")
     step = ckpt.load(model=vae, opt=opt, sched=sched)
-    pool = video_pool(seed, pool_size if step < SHARP_FROM else SHARP_POOL)
+    pool = video_pool(seed, pool_clips(step, pool_size))
     frozen = work / "video_encoder.safetensors"
     while step < steps:
         if step >= ENCODER_STEPS and not frozen.is_file():
             save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(ENCODER_KEYS)}, str(frozen))
-        if step == SHARP_FROM and len(pool) < SHARP_POOL:
-            pool = video_pool(seed, SHARP_POOL)      # the first pool_size clips are the same ones
+        if len(pool) < pool_clips(step, pool_size):   # widens at SHARP_FROM (a run resumed past it: at load)
+            pool = video_pool(seed, pool_clips(step, pool_size))
         train_encoder = step < ENCODER_STEPS
         x, z, w = _video_batch(pool, rng_for(seed, step), batch, video_window(step),
                                solid_weight=48.0 if step >= SOLID_WEIGHT_FROM else 0.0,

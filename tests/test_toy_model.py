@@ -257,10 +257,7 @@ def test_sync_stage_tunes_only_the_audio_side_deterministically_and_resumes(tmp_
     assert json.loads((tmp_path / "resumed" / "sync.log.jsonl").read_text().splitlines()[-1])["step"] == 3
 
 
-def test_export_takes_the_last_tuning_stage_that_runs(tmp_path):
-    def exported(**kw):
-        return pipeline.generator_file(pipeline.Options(work=tmp_path, out=tmp_path, **kw)).name
-
-    assert exported() == "generator.own.safetensors"
-    assert exported(own_steps=0) == "generator.sync.safetensors"
-    assert exported(own_steps=0, sync_steps=0) == "generator.safetensors"
+def test_export_takes_the_sync_stage_generator_when_it_runs(tmp_path):
+    assert pipeline.generator_file(pipeline.Options(work=tmp_path, out=tmp_path)).name == "generator.sync.safetensors"
+    assert pipeline.generator_file(pipeline.Options(work=tmp_path, out=tmp_path, sync_steps=0)).name == \
+        "generator.safetensors"

@@ -21,8 +21,7 @@ from .common import render_pool, save_state
 
 DEFAULTS = {"video_vae_steps": 7000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 9500,
             "dit_anneal_steps": 3000, "expert_steps": 100,
-            "sync_steps": 1500, "own_clips": 512, "own_steps": 800, "batch": 16}
-OWN_STALE = ("own_pairs.pt", "own.ckpt.pt", "generator.own.safetensors")    # stage 4's, from an older generator
+            "sync_steps": 1500, "batch": 16}
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,6 @@ class Options:
     dit_anneal_steps: int = DEFAULTS["dit_anneal_steps"]
     expert_steps: int = DEFAULTS["expert_steps"]
     sync_steps: int = DEFAULTS["sync_steps"]
-    own_clips: int = DEFAULTS["own_clips"]
-    own_steps: int = DEFAULTS["own_steps"]
     batch: int = DEFAULTS["batch"]
 
 
@@ -165,7 +162,7 @@ def stage_dit(o: Options) -> None:
         return
     gen = train_dit(o, configs.mova_config(video_vae_config(o)), white_frame_y(load_video_encoder(o)))
     save_state(gen, o.work / "generator.safetensors")
-    for stale in ("sync.ckpt.pt", "generator.sync.safetensors") + OWN_STALE:     # tuned from an older generator
+    for stale in ("sync.ckpt.pt", "generator.sync.safetensors"):     # tuned from an older generator
         (o.work / stale).unlink(missing_ok=True)
 
 
@@ -182,50 +179,10 @@ def stage_sync(o: Options) -> None:
     full = build_generator(cfg, dtype=torch.float32, seed=0)
     full.load_state_dict(load_file(str(o.work / "generator.safetensors")))
     save_state(train_sync(o, cfg, white_frame_y(load_video_encoder(o)), full.eval()), final)
-    for stale in OWN_STALE:
-        (o.work / stale).unlink(missing_ok=True)
-
-
-def own_pairs(o: Options, cfg, gen, y) -> dict:
-    """Stage 4's generated pairs, cached in `own_pairs.pt` (generating 512 takes ~9 min)."""
-    from .common import Log
-    from .dit import load_dataset
-    from .own import generate_pairs
-
-    path = o.work / "own_pairs.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    pairs = generate_pairs(o, gen, load_video_vae(o), y, load_dataset(o.work), audio_latent_stats(o), o.own_clips,
-                           log=Log(o.work, "own_pairs"))
-    torch.save(pairs, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return pairs
-
-
-def stage_own(o: Options) -> None:
-    """Stage 4 (toy/train/own.py): the audio tuned to follow the video the towers generate."""
-    from ...models.generator import build_generator
-    from .dit import white_frame_y
-    from .own import OWN_FRACTION, OWN_LR
-    from .sync import train_sync
-
-    final = o.work / "generator.own.safetensors"
-    if final.is_file() or o.own_steps <= 0:
-        return
-    cfg = configs.mova_config(video_vae_config(o))
-    full = build_generator(cfg, dtype=torch.float32, seed=0)
-    full.load_state_dict(load_file(str(o.work / ("generator.sync.safetensors" if o.sync_steps > 0
-                                                 else "generator.safetensors"))))
-    y = white_frame_y(load_video_encoder(o))
-    pairs = own_pairs(o, cfg, full.eval(), y)
-    save_state(train_sync(o, cfg, y, full, lr=OWN_LR, name="own", steps=o.own_steps, own=pairs,
-                          own_fraction=OWN_FRACTION), final)
 
 
 def generator_file(o: Options) -> Path:
-    """The generator export writes: the last of stages 4, 3 and 1-2 that runs."""
-    if o.own_steps > 0:
-        return o.work / "generator.own.safetensors"
+    """The generator export writes: stage 3's when it runs, else stages 1-2's."""
     return o.work / ("generator.sync.safetensors" if o.sync_steps > 0 else "generator.safetensors")
 
 

@@ -26,7 +26,6 @@ from ...models.schedule import training_table
 from .. import scenes
 from .common import Checkpoint, Log, draw_batch, optimise, rng_for, save_state, update_ema
 from .dit import _optimiser, _schedule, expert_pools, load_dataset
-from .own import own_batch
 
 TIMING_CHANNELS = {0: 4.0, 1: 4.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.0}   # audio latent channel -> loss weight
 SHARED_FRACTION = 0.5
@@ -70,11 +69,9 @@ def trainable(gen) -> list:
     return [p for p in gen.parameters() if p.requires_grad]
 
 
-def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float = 0.998, log_every: int = 10,
-               name: str = "sync", steps: int | None = None, own: dict | None = None, own_fraction: float = 0.0):
-    """Fine-tunes `full` (both experts, audio tower, Bridge) for `steps` (o.sync_steps) and returns it with
-    the EMA of the tuned parameters. Stage 4 passes `own` (own.generate_pairs): a step then trains on
-    generated pairs with probability own_fraction (else on rendered ones, exactly as stage 3 does)."""
+def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float = 0.998, log_every: int = 10):
+    """Fine-tunes `full` (both experts, audio tower, Bridge; EMA weights of stages 1-2) for o.sync_steps;
+    returns it with the EMA of the tuned parameters."""
     data = load_dataset(o.work)
     table_t, table_s = training_table(cfg.scheduler)
     high, low = expert_pools(cfg, table_t)
@@ -83,48 +80,39 @@ def train_sync(o, cfg, y: torch.Tensor, full, lr: float = 5e-4, ema_decay: float
     ema = copy.deepcopy(gen).requires_grad_(False)
     tuned_ema = [p for p, q in zip(ema.parameters(), gen.parameters()) if q.requires_grad]
     opt = _optimiser(params, lr)
-    steps = o.sync_steps if steps is None else steps
-    sched = _schedule(opt, steps, warmup=50)
-    ckpt, log = Checkpoint(o.work, name), Log(o.work, name)
+    sched = _schedule(opt, o.sync_steps, warmup=50)
+    ckpt, log = Checkpoint(o.work, "sync"), Log(o.work, "sync")
     step = ckpt.load(model=gen, ema=ema, opt=opt, sched=sched)
     weights = torch.ones(data["audio"].shape[1])
     for c, w in TIMING_CHANNELS.items():
         weights[c] = w
     weights = (weights / weights.mean()).view(1, -1, 1)
     video, audio, contexts = data["video"], data["audio"], data["contexts"]
-    if own is not None:
-        own = {**own, "prompts": data["prompts"]}
-        own_high = float(own["high"].float().mean())
-    b, salt = o.batch, zlib.crc32(name.encode())
-    while step < steps:
+    b, salt = o.batch, zlib.crc32(b"sync")
+    while step < o.sync_steps:
         rng = rng_for(o.seed + 11 + salt, step)
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        if own is not None and rng.random() < own_fraction:            # a generated pair's recorded step
-            idx, ids = draw_batch(rng, own, b, TEXT_DROP)
-            use_high = rng.random() < own_high
-            xv, xa, tv, ta, target = own_batch(rng, g, own, idx, use_high, cfg.scheduler.num_train_timesteps)
-        else:
-            idx, ids = draw_batch(rng, data, b, TEXT_DROP)
-            use_high = rng.random() < len(high) / len(table_t)          # one video expert per step
-            pool = high if use_high else low
-            kv = torch.from_numpy(pool[rng.integers(0, len(pool), size=b)])
-            shared = torch.from_numpy(rng.random(b) < SHARED_FRACTION)
-            ka = torch.where(shared, kv, torch.from_numpy(rng.integers(0, len(table_t), size=b)))
-            sv, sa = table_s[kv].view(b, 1, 1, 1, 1), table_s[ka].view(b, 1, 1)
-            x0v, x0a = video[idx], audio[idx]
-            ev, ea = torch.randn(x0v.shape, generator=g), torch.randn(x0a.shape, generator=g)
-            xv, xa, tv, ta, target = (1 - sv) * x0v + sv * ev, (1 - sa) * x0a + sa * ea, table_t[kv], table_t[ka], ea - x0a
+        idx, ids = draw_batch(rng, data, b, TEXT_DROP)
+        use_high = rng.random() < len(high) / len(table_t)          # one video expert per step
+        pool = high if use_high else low
+        kv = torch.from_numpy(pool[rng.integers(0, len(pool), size=b)])
+        shared = torch.from_numpy(rng.random(b) < SHARED_FRACTION)
+        ka = torch.where(shared, kv, torch.from_numpy(rng.integers(0, len(table_t), size=b)))
+        sv, sa = table_s[kv].view(b, 1, 1, 1, 1), table_s[ka].view(b, 1, 1)
+        x0v, x0a = video[idx], audio[idx]
+        ev, ea = torch.randn(x0v.shape, generator=g), torch.randn(x0a.shape, generator=g)
         bridge = 0.0 if rng.random() < BRIDGE_DROP else 1.0
         expert = gen.video_high if use_high else gen.video_low
-        out = audio_forward(gen, expert, xv, xa, tv, ta, contexts[ids], y.expand(b, -1, -1, -1, -1), scenes.FPS, bridge)
-        loss = ((out - target).square() * weights).mean()
+        out = audio_forward(gen, expert, (1 - sv) * x0v + sv * ev, (1 - sa) * x0a + sa * ea, table_t[kv],
+                            table_t[ka], contexts[ids], y.expand(b, -1, -1, -1, -1), scenes.FPS, bridge)
+        loss = ((out - (ea - x0a)).square() * weights).mean()
         optimise(loss, opt, sched, params)
         step += 1
         update_ema(tuned_ema, params, step, ema_decay)
-        if step % log_every == 0 or step == steps:
-            log(stage=name, step=step, loss=loss.item(), lr=sched.get_last_lr()[0])
-        ckpt.maybe_save(step, force=step == steps, model=gen, ema=ema, opt=opt, sched=sched)
-        if (o.work / f"{name}.snapshot").is_file():      # touch it: current EMA as generator.<name>.snapshot
-            (o.work / f"{name}.snapshot").unlink()
-            save_state(ema, o.work / f"generator.{name}.snapshot.safetensors")
+        if step % log_every == 0 or step == o.sync_steps:
+            log(stage="sync", step=step, loss=loss.item(), lr=sched.get_last_lr()[0])
+        ckpt.maybe_save(step, force=step == o.sync_steps, model=gen, ema=ema, opt=opt, sched=sched)
+        if (o.work / "sync.snapshot").is_file():      # touch it: current EMA as generator.sync.snapshot
+            (o.work / "sync.snapshot").unlink()
+            save_state(ema, o.work / "generator.sync.snapshot.safetensors")
     return ema.eval().requires_grad_(False)

@@ -164,7 +164,25 @@ def test_full_run_has_the_bridge_alone_and_reference_rows(tmp_path):
         assert rows[label]["clips"][0]["video_impacts_s"] == rows["reference_ground_truth"]["clips"][0]["video_impacts_s"]
 
 
-@pytest.mark.parametrize("bad", [["--clips", "0"], ["--steps", "0"]])
+def test_detail_clips_keep_the_headline_on_all_clips_and_the_rest_on_the_first(tmp_path):
+    out = tmp_path / "detail.json"
+    assert eval_sync.main(["--json", str(out), "--clips", "2", "--detail-clips", "1", "--steps", "2",
+                           "--sweep", "1", "--quant", ""]) == 0
+    d = json.loads(out.read_text())
+    rows = d["rows"]
+    assert (d["clips"], d["detail_clips"]) == (2, 1)
+    assert len(rows["bridge_on"]["clips"]) == len(rows["bridge_off"]["clips"]) == 2
+    for label in set(rows) - {"bridge_on", "bridge_off"}:
+        assert len(rows[label]["clips"]) == 1, label
+    # the detail rows are the headline's own first clip, scored alone
+    assert rows["detail_bridge_on"]["clips"] == rows["bridge_on"]["clips"][:1]
+    assert rows["detail_bridge_off"]["clips"] == rows["bridge_off"]["clips"][:1]
+    assert rows["guidance_bridge_1"]["same_as"] == "detail_bridge_on"
+    assert d["sync"]["median_abs_offset_ms"]["bridge_on"] == rows["bridge_on"]["sync"]["median_abs_offset_ms"]
+
+
+@pytest.mark.parametrize("bad", [["--clips", "0"], ["--steps", "0"], ["--clips", "2", "--detail-clips", "3"],
+                                 ["--detail-clips", "0"]])
 def test_rejects_bad_counts(tmp_path, bad):
     with pytest.raises(SystemExit):
         eval_sync.main(["--json", str(tmp_path / "x.json"), *bad])

@@ -66,6 +66,21 @@ def test_seeding_refuses_to_overwrite_or_guess(seeded, tmp_path):
         seed_work_dir(o, tmp_path, 5, 3)
     with pytest.raises(ValueError, match="inside the targets"):
         seed_work_dir(o, MODEL, 5, 4)
+    with pytest.raises(ValueError, match="inside the targets"):
+        seed_work_dir(o, MODEL, o.video_vae_steps + 1, 3)
+
+
+def test_a_video_vae_step_at_its_target_keeps_the_folder_decoder_as_finished(tmp_path):
+    o = pipeline.Options(work=tmp_path / "w", out=tmp_path / "o", video_vae_steps=6, dit_steps=4)
+    seed_work_dir(o, MODEL, 6, 3)
+    finished = o.work / "video_vae.safetensors"
+    written = load_file(str(finished))
+    decoder = load_video_vae(MODEL / "video_vae").state_dict()
+    assert written.keys() == decoder.keys()
+    assert all(torch.equal(v, decoder[k]) for k, v in written.items())
+    before = finished.stat().st_mtime_ns
+    pipeline.stage_video_vae(o)                            # finished: nothing trained, nothing rewritten
+    assert finished.stat().st_mtime_ns == before and not (o.work / "video_vae.log.jsonl").exists()
 
 
 def test_cli_reports_bad_seeds_without_a_traceback(tmp_path, capsys):

@@ -4,7 +4,8 @@ second-latent weights were made from the first release's (docs/toy-model.md).
 
 Written: the text folders, the audio VAE, the frozen video encoder, and checkpoints of the video VAE and
 of stage `dit` (the folder's high-noise expert, audio tower and Bridge) at the given steps, with fresh
-optimiser state and the learning-rate schedule advanced to those steps.
+optimiser state and the learning-rate schedule advanced to those steps. A video VAE step equal to
+`--video-vae-steps` marks the folder's video VAE as finished (stage video_vae then trains nothing).
 """
 from __future__ import annotations
 
@@ -44,9 +45,10 @@ def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
     if taken:
         raise FileExistsError(f"{o.work} already holds {taken}: seeding would overwrite trained state. "
                               "Use an empty --work directory.")
-    if not 0 < video_vae_step < o.video_vae_steps or not 0 < dit_step < o.dit_steps:
+    if not 0 < video_vae_step <= o.video_vae_steps or not 0 < dit_step < o.dit_steps:
         raise ValueError(f"seed steps ({video_vae_step}, {dit_step}) must lie inside the targets "
-                         f"(--video-vae-steps {o.video_vae_steps}, --dit-steps {o.dit_steps}).")
+                         f"(--video-vae-steps {o.video_vae_steps}, --dit-steps {o.dit_steps}; the video VAE "
+                         "step may equal its target: the folder's video VAE is then taken as finished).")
     o.work.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer", "text_encoder"):
         shutil.copytree(folder / name, pipeline.text_dir(o) / name, dirs_exist_ok=True)
@@ -63,6 +65,8 @@ def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
     torch.save({"model": vae.state_dict(), "opt": opt.state_dict(),
                 "sched": _advanced(vae_stage._schedule(opt, o.video_vae_steps), video_vae_step), "step": video_vae_step},
                o.work / "video_vae.ckpt.pt")
+    if video_vae_step == o.video_vae_steps:      # finished: stage video_vae skips, its decoder kept byte for byte
+        save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(o.work / "video_vae.safetensors"))
 
     released = load_generator(folder, dtype=torch.float32)
     gen = build_generator(configs.mova_config(vcfg), dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)

@@ -19,8 +19,8 @@ from .. import captions
 from . import configs
 from .common import render_pool, save_state
 
-DEFAULTS = {"video_vae_steps": 7000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 9500,
-            "dit_anneal_steps": 3000, "expert_steps": 100,
+DEFAULTS = {"video_vae_steps": 7000, "audio_vae_steps": 900, "clips": 8192, "dit_steps": 13000,
+            "dit_anneal_steps": 6500, "expert_steps": 100,
             "sync_steps": 1500, "batch": 16}
 
 

@@ -20,7 +20,7 @@ from ...models.generator import build_generator, load_generator
 from ...models.video_vae import WanVideoVAE
 from ...models.video_vae_keys import to_native
 from . import configs
-from .common import channels_last
+from .common import channels_last, save_state
 
 SEEDED = ("video_vae.ckpt.pt", "video_vae.safetensors", "dit.ckpt.pt", "generator.safetensors", "video_encoder.safetensors")
 
@@ -66,7 +66,7 @@ def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
                 "sched": _advanced(vae_stage._schedule(opt, o.video_vae_steps), video_vae_step), "step": video_vae_step},
                o.work / "video_vae.ckpt.pt")
     if video_vae_step == o.video_vae_steps:      # finished: stage video_vae skips, its decoder kept byte for byte
-        save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(o.work / "video_vae.safetensors"))
+        save_state(vae, o.work / "video_vae.safetensors")
 
     released = load_generator(folder, dtype=torch.float32)
     gen = build_generator(configs.mova_config(vcfg), dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)

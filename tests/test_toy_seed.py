@@ -81,6 +81,7 @@ def test_a_video_vae_step_at_its_target_keeps_the_folder_decoder_as_finished(tmp
     before = finished.stat().st_mtime_ns
     pipeline.stage_video_vae(o)                            # finished: nothing trained, nothing rewritten
     assert finished.stat().st_mtime_ns == before and not (o.work / "video_vae.log.jsonl").exists()
+    assert not (o.work / "video_vae.ckpt.pt").exists()     # no resume state for a stage that is done
 
 
 def test_cli_reports_bad_seeds_without_a_traceback(tmp_path, capsys):

@@ -5,7 +5,8 @@ second-latent weights were made from the first release's (docs/toy-model.md).
 Written: the text folders, the audio VAE, the frozen video encoder, and checkpoints of the video VAE and
 of stage `dit` (the folder's high-noise expert, audio tower and Bridge) at the given steps, with fresh
 optimiser state and the learning-rate schedule advanced to those steps. A video VAE step equal to
-`--video-vae-steps` marks the folder's video VAE as finished (stage video_vae then trains nothing).
+`--video-vae-steps` writes the folder's video VAE as the finished stage instead of a checkpoint (stage
+video_vae then trains nothing).
 """
 from __future__ import annotations
 
@@ -61,12 +62,13 @@ def seed_work_dir(o, folder: Path, video_vae_step: int, dit_step: int) -> None:
               str(o.work / "video_encoder.safetensors"))
     vae = channels_last(WanVideoVAE(vcfg))
     vae.load_state_dict(native)
-    opt = vae_stage._optimiser(vae.parameters(), vae_stage.VIDEO_VAE_LR)
-    torch.save({"model": vae.state_dict(), "opt": opt.state_dict(),
-                "sched": _advanced(vae_stage._schedule(opt, o.video_vae_steps), video_vae_step), "step": video_vae_step},
-               o.work / "video_vae.ckpt.pt")
     if video_vae_step == o.video_vae_steps:      # finished: stage video_vae skips, its decoder kept byte for byte
         save_state(vae, o.work / "video_vae.safetensors")
+    else:
+        opt = vae_stage._optimiser(vae.parameters(), vae_stage.VIDEO_VAE_LR)
+        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(),
+                    "sched": _advanced(vae_stage._schedule(opt, o.video_vae_steps), video_vae_step),
+                    "step": video_vae_step}, o.work / "video_vae.ckpt.pt")
 
     released = load_generator(folder, dtype=torch.float32)
     gen = build_generator(configs.mova_config(vcfg), dtype=torch.float32, seed=o.seed + 3, low_noise_expert=False)

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..models.errors import CheckpointError
+from ..common.errors import CheckpointError
 from .quant import (DEFAULT_SKIP, NF4_BLOCK, QUANTIZED_MODES, QuantSettings, make_quantized_shells,
                     layers_in_state, quantize_tensor, should_quantize_key)
 

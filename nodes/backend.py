@@ -11,13 +11,13 @@ import torch
 import comfy.model_management
 
 from ..kernels import quant
-from ..models import audio_vae as audio_vae_mod
-from ..models import conditioning as cond_mod
-from ..models import generator as generator_mod
-from ..models import sampler as sampler_mod
-from ..models import text_encoder as text_mod
-from ..models import video_vae as video_vae_mod
-from ..models.errors import InputError
+from ..models.codecs import audio_vae as audio_vae_mod
+from ..models.sampling import conditioning as cond_mod
+from ..models.net import generator as generator_mod
+from ..models.sampling import sampler as sampler_mod
+from ..models.codecs import text_encoder as text_mod
+from ..models.codecs import video_vae as video_vae_mod
+from ..common.errors import InputError
 from .memory import load_for_sampling, make_patcher
 from .types import AVLatent, Conditioning
 
@@ -60,7 +60,7 @@ def torch_dtype(name: str) -> torch.dtype:
 # ------------------------------------------------------------------------------------------ loading
 def _weight_files(folder: Path | None, paths: dict | None) -> dict:
     """component -> safetensors list, for streaming from disk."""
-    from ..models.checkpoint import resolve_files
+    from ..common.checkpoint import resolve_files
     sources = dict(paths or {})
     if folder is not None:
         sources = {n: folder / n for n in generator_mod.COMPONENTS if (folder / n).is_dir()} | sources
@@ -77,8 +77,8 @@ def _stream_quantized(generator, options: LoadOptions, files: dict, dtype: torch
     """Quantize on the fly + stream from disk: the generator was built on the meta device (its files'
     keys and shapes checked, nothing read); each tower streams from a quantized copy of its files
     (written once to the temp folder, reused while the files stay)."""
-    from ..kernels.offload import OffloadSettings
-    from ..kernels.placement import place_towers
+    from ..runtime.offload import OffloadSettings
+    from ..runtime.placement import place_towers
     towers = {name: getattr(generator, attr) for name, attr in generator_mod.COMPONENTS.items()}
     settings = OffloadSettings(resident_units=options.resident_layers, storage="disk")
     quant_settings = quant.QuantSettings(mode=options.quantization)
@@ -90,7 +90,7 @@ def _place_loaded(generator, options: LoadOptions, folder=None, paths=None):
     if options.offload == "none":
         generator.to(device())
         return None
-    from ..kernels.offload import OffloadEngine, OffloadSettings
+    from ..runtime.offload import OffloadEngine, OffloadSettings
     experts = {n: m for n, m in (("video_dit", generator.video_high), ("video_dit_2", generator.video_low))
                if m is not None}
     settings = OffloadSettings(resident_units=options.resident_layers,
@@ -198,7 +198,7 @@ def step_text(info) -> str:
 
 def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, latent: AVLatent,
            settings, guidance=None, on_step=None, should_stop=None) -> AVLatent:
-    from ..models.lora import LoraStack, apply_lora_stack
+    from ..models.lora.stack import LoraStack, apply_lora_stack
     text_dim = handle.generator.config.video_dit.text_dim
     audio_negative = getattr(guidance, "audio_negative", None)   # MOVA Bridge Guidance's optional prompt
     for name, context in (("positive", positive.context), ("negative", negative.context),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..models.errors import MovaError
+from ..common.errors import MovaError
 from . import backend
 from .types import CATEGORY, MovaConditioning, MovaLatent, MovaTextEncoder, MovaVideoVAE, check_inputs
 

@@ -1,7 +1,7 @@
 """MOVA Download Models: fetch the released MOVA files into ComfyUI's `models/mova/<variant>/`.
 
 Downloads only when the user runs this node with `confirm` on; otherwise it reports what it would
-fetch and where. All logic (resume, verification, path guard) lives in models/hub.py.
+fetch and where. All logic (resume, verification, path guard) lives in runtime/hub.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..models import hub
+from ..runtime import hub
 from . import model_files
 from .types import CATEGORY
 

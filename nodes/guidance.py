@@ -1,6 +1,6 @@
 """MOVA Bridge Guidance: dual CFG (text guidance + guidance against a "Bridge off" pass) for the sampler.
 
-The node only builds the settings (models/guidance.py does the planning and the math); the sampler
+The node only builds the settings (models/sampling/guidance.py does the planning and the math); the sampler
 consumes the MOVA_GUIDANCE output instead of its own two cfg values and shows the forwards per step.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 
 from comfy_api.latest import io
 
-from ..models.guidance import GuidanceSettings, make_guidance
+from ..models.sampling.guidance import GuidanceSettings, make_guidance
 from .types import CATEGORY, MovaConditioning, MovaGuidance, check_inputs
 
 log = logging.getLogger("mova")

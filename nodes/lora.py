@@ -2,7 +2,7 @@
 part of MOVA. The weights are shared; the handle is copied, so ComfyUI's cache of the loader stays valid.
 
 The stack is applied to the generator here (for the report and an early, readable error) and again by
-the sampler before every run (models/lora.py restores what an earlier graph applied: removing the node
+the sampler before every run (models/lora/stack.py restores what an earlier graph applied: removing the node
 gives the base weights back exactly; a strength change re-applies from the kept originals, nothing is
 read from disk again).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
-from ..models.lora import LoraEntry, LoraStack, LoraStrengths, apply_lora_stack
-from ..models.lora_formats import is_lora_folder, read_lora
+from ..models.lora.stack import LoraEntry, LoraStack, LoraStrengths, apply_lora_stack
+from ..models.lora.formats import is_lora_folder, read_lora
 from .types import CATEGORY, MovaModel, check_inputs
 
 log = logging.getLogger("mova")
@@ -87,7 +87,7 @@ def lora_path(name: str) -> Path:
         path = folder_paths.get_full_path(FOLDER, name)
         if path is not None:
             return Path(path)
-    from ..models.errors import CheckpointError
+    from ..common.errors import CheckpointError
     raise CheckpointError(f"LoRA {name!r} not found in {folder_paths.get_folder_paths(FOLDER)}. {HINT}")
 
 

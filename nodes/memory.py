@@ -3,7 +3,7 @@ sampling, and ComfyUI's own unloading (another model needing the memory, "free m
 POST /free) takes it off again. With an OffloadEngine, load = engine.to(), unload = engine.release().
 
 ComfyUI's stock ModelPatcher walks every Linear to patch/cast weights; our towers manage their own
-weights (quantized layers, streamed blocks, LoRA merged by models/lora.py), so this subclass only
+weights (quantized layers, streamed blocks, LoRA merged by models/lora/stack.py), so this subclass only
 moves whole towers and keeps ComfyUI's bookkeeping (sizes, loaded device) truthful."""
 from __future__ import annotations
 

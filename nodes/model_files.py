@@ -11,7 +11,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..models.errors import CheckpointError
+from ..common.errors import CheckpointError
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 EMBEDDED_DIR = PACK_DIR / "embedded"

@@ -1,12 +1,12 @@
 """HTTP routes the pack adds to ComfyUI's server, used by the frontend extension (web/mova.js).
 
-GET|POST /mova/estimate   peak VRAM / host RAM of one generation (kernels/planner.py) for the
+GET|POST /mova/estimate   peak VRAM / host RAM of one generation (runtime/planner.py) for the
                           settings on the canvas: model (folder name) or preset, width, height,
                           frames, fps, dtype, quantization, offload, resident_layers, and the
                           guidance passes: `guidance` (the MOVA Bridge Guidance node's widget values,
                           POST only) or the sampler's `video_cfg` / `audio_cfg`, `steps`; or an
                           explicit `cfg_passes` (wins when given).
-GET      /mova/models     the real MOVA files (models/hub.py manifest) and whether each is present.
+GET      /mova/models     the real MOVA files (runtime/hub.py manifest) and whether each is present.
 
 ComfyUI also serves every route under /api/ (the frontend's `api.fetchApi` uses that prefix).
 The request logic is plain functions over dicts so tests run it without ComfyUI; `register_routes`
@@ -23,13 +23,13 @@ from typing import Callable, Optional
 
 import torch
 
-from ..kernels import planner
-from ..kernels.offload import OffloadSettings
-from ..models import hub
+from ..runtime import planner
+from ..runtime.offload import OffloadSettings
+from ..runtime import hub
 from ..models.config import PRESETS, load_mova_config
-from ..models.errors import MovaError
-from ..models.guidance import DualGuidance, GuidanceSettings
-from ..models.sampler import TextCFG
+from ..common.errors import MovaError
+from ..models.sampling.guidance import DualGuidance, GuidanceSettings
+from ..models.sampling.sampler import TextCFG
 
 log = logging.getLogger(__name__)
 GB = 1e9
@@ -91,7 +91,7 @@ def guidance_passes(query: dict) -> dict:
     largest number of them batched into one forward (`batch_passes`), for the graph's guidance:
     the MOVA Bridge Guidance settings in `query["guidance"]` when the sampler has a guidance input,
     else the sampler's released text CFG from `video_cfg` / `audio_cfg` (2 passes, 1 when both are 1).
-    Planned by models/guidance.py / models/sampler.py, the code the sampler runs."""
+    Planned by models/sampling/guidance.py / models/sampling/sampler.py, the code the sampler runs."""
     steps = _number(query, "steps", int, 1, 10000)
     raw = query.get("guidance")
     if raw is None:

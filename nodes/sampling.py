@@ -4,7 +4,7 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
-from ..models import preview
+from ..models.sampling import preview
 from . import backend
 from .types import CATEGORY, MovaConditioning, MovaGuidance, MovaLatent, MovaModel, check_inputs
 

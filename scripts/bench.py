@@ -24,14 +24,14 @@ import torch
 from safetensors.torch import save_file
 
 from mova_pack.kernels.device import module_bytes
-from mova_pack.kernels.offload import OffloadSettings
-from mova_pack.kernels.params import bridge_part, dit_part, dit_stem
-from mova_pack.kernels.planner import plan_memory
+from mova_pack.runtime.offload import OffloadSettings
+from mova_pack.runtime.params import bridge_part, dit_part, dit_stem
+from mova_pack.runtime.planner import plan_memory
 from mova_pack.kernels.quant import quantize_module
-from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.net.bridge import DualTowerBridge
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import AudioDiT, VideoDiT
-from mova_pack.models.joint import joint_forward
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
+from mova_pack.models.net.joint import joint_forward
 
 NAMES = ("video_dit", "audio_dit", "dual_tower_bridge")
 
@@ -188,9 +188,9 @@ import json, sys, torch
 sys.path.insert(0, sys.argv[3]); import _pack
 from bench import mid_config, inputs, forward, NAMES
 from mova_pack.kernels.memstat import PeakSampler, private_rss, _status_kb
-from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
-from mova_pack.models.bridge import DualTowerBridge
-from mova_pack.models.dit import AudioDiT, VideoDiT
+from mova_pack.runtime.offload import OffloadEngine, OffloadSettings
+from mova_pack.models.net.bridge import DualTowerBridge
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
 torch.set_num_threads(int(sys.argv[2]))
 folder = sys.argv[1]
 cfg = mid_config()

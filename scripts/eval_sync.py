@@ -10,7 +10,7 @@ the impact sound class (adherence). Rows, each labelled:
   bridge_on / bridge_off      released text CFG, Bridge on vs both condition scales 0, the audio on its own
                               shift (--audio-shift, the toy's recommended value; the shipped workflows use it)
   same_shift_on / _off        the same with the audio on the video's shift (MOVA's released schedule)
-  guidance_bridge_<s>         dual CFG (models/guidance.py, nested) with bridge scale s for both modalities
+  guidance_bridge_<s>         dual CFG (models/sampling/guidance.py, nested) with bridge scale s for both modalities
   quant_<mode>                bridge_on with the towers and Bridge in bf16 or quantized (kernels/quant.py)
   audio_given_video_<on|off>  the Bridge alone: the video tower's input replaced at every step by the true
                               clip's designed latent noised to that step's (video) sigma, the audio sampled as
@@ -44,14 +44,14 @@ import numpy as np
 import torch
 
 from mova_pack.kernels import quant
-from mova_pack.models import sampler as sampler_mod
-from mova_pack.models.audio_vae import load_audio_vae
-from mova_pack.models.conditioning import first_frame_y, latent_shapes
-from mova_pack.models.generator import load_generator
-from mova_pack.models.guidance import DualGuidance, GuidanceSettings
-from mova_pack.models.joint import joint_forward
-from mova_pack.models.text_encoder import load_text_encoder
-from mova_pack.models.video_vae import load_video_vae
+from mova_pack.models.sampling import sampler as sampler_mod
+from mova_pack.models.codecs.audio_vae import load_audio_vae
+from mova_pack.models.sampling.conditioning import first_frame_y, latent_shapes
+from mova_pack.models.net.generator import load_generator
+from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.net.joint import joint_forward
+from mova_pack.models.codecs.text_encoder import load_text_encoder
+from mova_pack.models.codecs.video_vae import load_video_vae
 from mova_pack.toy import detectors, scenes
 from mova_pack.toy.captions import EVAL_PROMPTS, EvalPrompt
 from mova_pack.toy.train import latents as designed

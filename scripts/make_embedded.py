@@ -20,12 +20,12 @@ import _pack  # noqa: F401  (registers the repo as the package `mova_pack`)
 import torch
 from safetensors.torch import save_file
 
-from mova_pack.models import text_encoder as te
-from mova_pack.models.audio_vae import AudioVAE
+from mova_pack.models.codecs import text_encoder as te
+from mova_pack.models.codecs.audio_vae import AudioVAE
 from mova_pack.models.config import PRESETS, AudioVAEConfig, VideoVAEConfig
-from mova_pack.models.generator import build_generator, save_generator
-from mova_pack.models.video_vae import WanVideoVAE
-from mova_pack.models.video_vae_keys import to_diffusers
+from mova_pack.models.net.generator import build_generator, save_generator
+from mova_pack.models.codecs.video_vae import WanVideoVAE
+from mova_pack.models.codecs.video_vae_keys import to_diffusers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "embedded" / "mova-toy-random"

@@ -18,8 +18,8 @@ import _pack  # noqa: F401  (registers mova_pack)
 
 from mova_pack.kernels.quant import QUANTIZED_MODES, QuantSettings
 from mova_pack.kernels.quant_io import quantize_file
-from mova_pack.models.checkpoint import resolve_files
-from mova_pack.models.errors import MovaError
+from mova_pack.common.checkpoint import resolve_files
+from mova_pack.common.errors import MovaError
 
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
 

@@ -1,7 +1,7 @@
 """Regenerate what the shipped workflows (workflows/*.json) derive from the pack's code.
 
 - `properties.models` of every loader node: the real MOVA files it reads, as ComfyUI's frontend wants
-  them ({name, url, directory}), from models/hub.py (`loader_model_entries`).
+  them ({name, url, directory}), from runtime/hub.py (`loader_model_entries`).
 - Layout: nodes pushed down (never sideways) until no two overlap, with room for the title bar, using
   the sizes saved in the file (they hold the size the frontend draws, info widgets included).
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import _pack  # noqa: F401  (registers mova_pack)
-from mova_pack.models import hub
+from mova_pack.runtime import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"

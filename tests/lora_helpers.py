@@ -4,10 +4,10 @@ import copy
 import torch
 from safetensors.torch import save_file
 
-from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.net.bridge import DualTowerBridge
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import AudioDiT, VideoDiT
-from mova_pack.models.joint import joint_forward
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
+from mova_pack.models.net.joint import joint_forward
 
 torch.set_num_threads(1)  # 2 shared cores: no oversubscription
 CFG = PRESETS["tiny"]

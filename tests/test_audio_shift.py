@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from parity_utils import rel_err, seed_params, tiny_inputs
-from mova_pack.models import sampler as sampler_mod
-from mova_pack.models.errors import InputError
-from mova_pack.models.generator import build_generator
-from mova_pack.models.guidance import DualGuidance, GuidanceSettings
-from mova_pack.models.joint import joint_forward
-from mova_pack.models.sampler import HIGH_NOISE, LOW_NOISE, SamplerSettings, make_noise, sample
-from mova_pack.models.schedule import euler_step, make_schedule
+from mova_pack.models.sampling import sampler as sampler_mod
+from mova_pack.common.errors import InputError
+from mova_pack.models.net.generator import build_generator
+from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.net.joint import joint_forward
+from mova_pack.models.sampling.sampler import HIGH_NOISE, LOW_NOISE, SamplerSettings, make_noise, sample
+from mova_pack.models.sampling.schedule import euler_step, make_schedule
 
 torch.set_num_threads(2)
 STEPS = 4

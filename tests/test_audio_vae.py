@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import conftest  # noqa: F401  (registers mova_pack)
-from mova_pack.models.audio_vae import AudioVAE, audio_vae_param_count
+from mova_pack.models.codecs.audio_vae import AudioVAE, audio_vae_param_count
 from mova_pack.models.config import AudioVAEConfig
-from mova_pack.models.errors import ConfigError, InputError
+from mova_pack.common.errors import ConfigError, InputError
 
 TINY = AudioVAEConfig(encoder_dim=8, encoder_rates=(2, 3, 4, 5, 8), latent_dim=8,
                       decoder_dim=32, decoder_rates=(8, 5, 4, 3, 2))
@@ -111,8 +111,8 @@ def test_load_folder_roundtrip_and_wrong_file(pair, tmp_path):
 
     from safetensors.torch import save_file
 
-    from mova_pack.models.audio_vae import load_audio_vae
-    from mova_pack.models.errors import CheckpointError
+    from mova_pack.models.codecs.audio_vae import load_audio_vae
+    from mova_pack.common.errors import CheckpointError
 
     mine, _ = pair
     folder = tmp_path / "audio_vae"

@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from bench import mid_config, proportions, real_ratio  # noqa: E402
 
-from mova_pack.kernels.params import bridge_part, dit_part  # noqa: E402
+from mova_pack.runtime.params import bridge_part, dit_part  # noqa: E402
 from mova_pack.models.config import PRESETS  # noqa: E402
 
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import conftest  # noqa: F401
-from mova_pack.models.conditioning import (audio_latent_length, build_y, check_y, first_frame_mask, first_frame_y,
+from mova_pack.models.sampling.conditioning import (audio_latent_length, build_y, check_y, first_frame_mask, first_frame_y,
                                            fit_image, latent_geometry, latent_shapes, white_frame)
 from mova_pack.models.config import PRESETS
-from mova_pack.models.errors import InputError
+from mova_pack.common.errors import InputError
 
 
 def test_released_defaults():
@@ -64,7 +64,7 @@ def test_fit_image_covers_and_crops():
 
 def test_first_frame_y_encodes_full_clip():
     """With the real video VAE class (random weights): y = mask + encode([image, zeros...])."""
-    vae_mod = pytest.importorskip("mova_pack.models.video_vae")
+    vae_mod = pytest.importorskip("mova_pack.models.codecs.video_vae")
     from mova_pack.models.config import VideoVAEConfig
     torch.manual_seed(0)
     vae = vae_mod.WanVideoVAE(VideoVAEConfig(base_dim=8)).eval()

@@ -6,7 +6,7 @@ import pytest
 import conftest  # noqa: F401
 from mova_pack.models.config import (PRESETS, BridgeConfig, DiTConfig, MovaConfig, SchedulerConfig,
                                      VideoVAEConfig, load_component_config, load_mova_config)
-from mova_pack.models.errors import ConfigError, MovaError
+from mova_pack.common.errors import ConfigError, MovaError
 
 RELEASED_AUDIO = {"_class_name": "WanAudioModel", "dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30,
                   "in_dim": 128, "out_dim": 128, "patch_size": [1], "text_dim": 4096, "freq_dim": 256,

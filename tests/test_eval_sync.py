@@ -98,7 +98,7 @@ def test_motion_counts_a_teleporting_object_and_not_a_bouncing_one():
 
 
 def test_video_given_feeds_every_forward_the_noised_true_video(monkeypatch):
-    from mova_pack.models import sampler as sampler_mod
+    from mova_pack.models.sampling import sampler as sampler_mod
     schedule = sampler_mod.make_schedule("mova", 3)
     true_v, noise = torch.randn(1, 16, 2, 2, 2), torch.randn(1, 16, 2, 2, 2)
     seen = []
@@ -116,7 +116,7 @@ def test_video_given_feeds_every_forward_the_noised_true_video(monkeypatch):
 
 def test_clean_video_given_runs_the_video_at_t0_and_the_audio_at_the_step(monkeypatch):
     from types import SimpleNamespace
-    from mova_pack.models import sampler as sampler_mod
+    from mova_pack.models.sampling import sampler as sampler_mod
     calls = []
     monkeypatch.setattr(eval_sync, "joint_forward", lambda *a, **k: calls.append((a, k)) or "out")
     gen = SimpleNamespace(expert=lambda low: "low" if low else "high", audio="A", bridge="B")

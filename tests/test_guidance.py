@@ -3,12 +3,12 @@ batching, and the real sampler loop."""
 import pytest
 import torch
 
-import mova_pack.models.sampler as sampler_module
-from mova_pack.models.generator import build_generator
-from mova_pack.models.guidance import DualGuidance, GuidanceSettings
-from mova_pack.models.joint import joint_forward
-from mova_pack.models.errors import InputError
-from mova_pack.models.sampler import ForwardPass, SamplerSettings, TextCFG, sample
+import mova_pack.models.sampling.sampler as sampler_module
+from mova_pack.models.net.generator import build_generator
+from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.net.joint import joint_forward
+from mova_pack.common.errors import InputError
+from mova_pack.models.sampling.sampler import ForwardPass, SamplerSettings, TextCFG, sample
 
 torch.set_num_threads(1)  # 2 shared cores: no oversubscription
 POS, NEG, ANEG = 1.0, 2.0, 3.0  # constant values of the fake text contexts

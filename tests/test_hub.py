@@ -1,12 +1,12 @@
-"""models/hub.py against a fake Hub on 127.0.0.1 (tests/fake_hub.py) — never the internet."""
+"""runtime/hub.py against a fake Hub on 127.0.0.1 (tests/fake_hub.py) — never the internet."""
 import hashlib
 import socket
 
 import pytest
 
 from fake_hub import FakeHub
-from mova_pack.models import hub
-from mova_pack.models.hub import DownloadError
+from mova_pack.runtime import hub
+from mova_pack.runtime.hub import DownloadError
 
 REPO = hub.REPOS["MOVA-360p"]
 WEIGHTS = bytes(range(256)) * 4000                     # ~1 MB, stands in for a safetensors file

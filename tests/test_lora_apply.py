@@ -7,8 +7,8 @@ import torch
 
 from lora_helpers import TARGETS, by_hand, lora_deltas, random_factors, run, tiny_components, write_accelerate
 from mova_pack.kernels.quant import QuantLinear, quantize_module
-from mova_pack.models.lora import LoraEntry, LoraStack, LoraStrengths, apply_lora_stack, remove_loras
-from mova_pack.models.lora_formats import parse_lora, read_lora
+from mova_pack.models.lora.stack import LoraEntry, LoraStack, LoraStrengths, apply_lora_stack, remove_loras
+from mova_pack.models.lora.formats import parse_lora, read_lora
 
 TOL = 1e-5
 
@@ -186,7 +186,7 @@ def test_lokr_alongside_a_quantized_weight():
 
 
 def test_streamed_weights_get_the_lora_alongside(tmp_path):
-    from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
+    from mova_pack.runtime.offload import OffloadEngine, OffloadSettings
     comps = tiny_components()
     lora, deltas = _accelerate_lora(tmp_path, comps)
     base, ref = run(comps), run(by_hand(tiny_components(), deltas))
@@ -235,7 +235,7 @@ def _diff_lora(comps):
 
 
 def test_full_diffs_merged_and_streamed():
-    from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
+    from mova_pack.runtime.offload import OffloadEngine, OffloadSettings
     comps = tiny_components()
     lora, ref = _diff_lora(comps)
     base, want = run(comps), run(ref)

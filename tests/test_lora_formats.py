@@ -5,11 +5,11 @@ from safetensors.torch import save_file
 
 from lora_helpers import (TARGETS, by_hand, lora_deltas, random_factors, run, tiny_components, write_accelerate,
                           write_low_resource, write_single, write_videox, kohya)
-from mova_pack.models.errors import CheckpointError
-from mova_pack.models.lora import (LoraEntry, LoraMismatchError, LoraStack, LoraStrengths, apply_lora_stack,
+from mova_pack.common.errors import CheckpointError
+from mova_pack.models.lora.stack import (LoraEntry, LoraMismatchError, LoraStack, LoraStrengths, apply_lora_stack,
                                    remove_loras)
-from mova_pack.models.lora_detect import expert_hint, guess_family
-from mova_pack.models.lora_formats import is_lora_folder, parse_lora, read_lora
+from mova_pack.models.lora.detect import expert_hint, guess_family
+from mova_pack.models.lora.formats import is_lora_folder, parse_lora, read_lora
 
 TOL = 1e-5
 
@@ -298,7 +298,7 @@ def test_expert_hints(name, meta, want):
     ("diffusion_model.head.head.lora_A.weight", "tower", "head.head"),
 ])
 def test_key_spellings_resolve_to_our_modules(key, scope, path):
-    from mova_pack.models.lora import _Catalog
+    from mova_pack.models.lora.stack import _Catalog
     up = key.replace("lora_down", "lora_up").replace("lora_A", "lora_B").replace("lora.down", "lora.up") \
         .replace("lora_linear_layer.down", "lora_linear_layer.up").replace("_lora.down", "_lora.up")
     lora = parse_lora({key: torch.zeros(2, 4), up: torch.zeros(4, 2)}, "x")
@@ -331,10 +331,10 @@ def test_alpha_zero_means_rank():
 def test_released_architecture_key_counts_on_meta():
     """MOVA accelerate targets every Linear under blocks.* and the bridge q/k/v/o (spec §7.6): on the
     released 360p architecture (built on the meta device) that is 400 / 300 / 240 keys."""
-    from mova_pack.models.bridge import DualTowerBridge
+    from mova_pack.models.net.bridge import DualTowerBridge
     from mova_pack.models.config import PRESETS
-    from mova_pack.models.dit import AudioDiT, VideoDiT
-    from mova_pack.models.lora import _Catalog, plan_entry
+    from mova_pack.models.net.dit import AudioDiT, VideoDiT
+    from mova_pack.models.lora.stack import _Catalog, plan_entry
     cfg = PRESETS["mova-360p"]
     with torch.device("meta"):
         comps = {"video_high": VideoDiT(cfg.video_dit), "audio": AudioDiT(cfg.audio_dit),

@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 from mova_pack.kernels.device import module_bytes
-from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
+from mova_pack.runtime.offload import OffloadEngine, OffloadSettings
 from mova_pack.kernels.quant import QuantSettings, quantize_module
 from mova_pack.kernels.quant_io import load_quantized_into, quantize_file, read_metadata
-from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.net.bridge import DualTowerBridge
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import AudioDiT, VideoDiT
-from mova_pack.models.joint import joint_forward
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
+from mova_pack.models.net.joint import joint_forward
 
 CFG = PRESETS["tiny"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_disk_needs_files_and_matching_shapes(tmp_path):
         OffloadEngine(*_build(), OffloadSettings(storage="disk"), "cpu")
     files = _save(_build(), tmp_path)
     files["audio_dit"] = files["video_dit"]  # wrong component file
-    from mova_pack.models.errors import CheckpointError
+    from mova_pack.common.errors import CheckpointError
     with pytest.raises(CheckpointError, match="shape"):
         OffloadEngine(*_build(meta=True), OffloadSettings(storage="disk"), "cpu", files)
 
@@ -131,10 +131,10 @@ import torch
 torch.set_num_threads(1)
 from safetensors.torch import save_file
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import VideoDiT, AudioDiT
-from mova_pack.models.bridge import DualTowerBridge
-from mova_pack.models.joint import joint_forward
-from mova_pack.kernels.offload import OffloadEngine, OffloadSettings
+from mova_pack.models.net.dit import VideoDiT, AudioDiT
+from mova_pack.models.net.bridge import DualTowerBridge
+from mova_pack.models.net.joint import joint_forward
+from mova_pack.runtime.offload import OffloadEngine, OffloadSettings
 from mova_pack.kernels.memstat import PeakSampler, private_rss
 t = PRESETS["tiny"]
 v = dataclasses.replace(t.video_dit, dim=256, ffn_dim=1024, num_heads=8, num_layers=12)
@@ -209,7 +209,7 @@ def test_disk_streaming_keeps_host_ram_near_one_unit():
     w = streamed["weights"]
     assert resident["peak"] > 0.95 * w              # the measurement sees the whole model when resident
     # streamed weights stay page cache; private memory holds only the stems and the unit in flight (each
-    # tensor is copied out of the mmap into an aligned buffer, kernels/offload.py _Slot.fetch)
+    # tensor is copied out of the mmap into an aligned buffer, runtime/offload.py _Slot.fetch)
     assert streamed["peak"] < 0.1 * w + streamed["unit"] + streamed["stems"] < 0.35 * w
     # repeated runs do not grow host RAM: a unit's copies kept per run would add >= 2 units by the 4th run;
     # the allocator's own churn from copying units in and out moves the figure by up to ~1.5 MB either way
@@ -223,7 +223,7 @@ def test_disk_streaming_keeps_host_ram_near_one_unit():
 def test_place_towers_from_files(mode, storage, prequantized, tmp_path):
     """The loader path: meta modules + files -> quantized (on load or from a pre-quantized file) and
     placed; outputs equal quantize_module on an in-memory copy, bit for bit."""
-    from mova_pack.kernels.placement import place_towers
+    from mova_pack.runtime.placement import place_towers
     ref = [m.bfloat16() for m in _build()]
     ref[2].rotary.rebuild_buffers()
     files = _save(ref, tmp_path)
@@ -251,7 +251,7 @@ def test_place_towers_from_files(mode, storage, prequantized, tmp_path):
 def test_quantized_stream_cache_is_keyed_reused_and_never_half_used(tmp_path):
     """The quantized copy for streaming: one per (sources, mode, scale, dtype); reused while complete;
     a truncated file is rewritten and leftover temporary files are never read."""
-    from mova_pack.kernels.placement import cache_key, stream_files
+    from mova_pack.runtime.placement import cache_key, stream_files
     ref = [m.bfloat16() for m in _build()]
     src = _save(ref, tmp_path)["video_dit"]
     fp8, int8 = QuantSettings(mode="fp8_e4m3fn"), QuantSettings(mode="int8")
@@ -280,7 +280,7 @@ def test_quantized_stream_cache_is_keyed_reused_and_never_half_used(tmp_path):
 def test_cached_copy_equals_quantizing_the_loaded_module(tmp_path):
     """The copy is made from weights cast to the load dtype, as quantize_module sees them: fp32 files
     loaded as bf16 stream exactly what quantizing the loaded bf16 module gives."""
-    from mova_pack.kernels.placement import place_towers
+    from mova_pack.runtime.placement import place_towers
     ref = _build()
     files = _save(ref, tmp_path)                                               # fp32 files
     ref = [m.bfloat16() for m in ref]
@@ -324,7 +324,7 @@ def test_resident_and_peak_bytes_are_what_the_device_holds(resident):
 
 
 def test_pinning_and_side_stream_only_for_cuda():
-    from mova_pack.kernels.offload import transfer_mode
+    from mova_pack.runtime.offload import transfer_mode
     pinned, disk = OffloadSettings(storage="cpu_pinned"), OffloadSettings(storage="disk")
     assert transfer_mode("cuda", pinned) == (True, True)
     assert transfer_mode("cuda", disk) == (False, True)

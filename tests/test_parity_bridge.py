@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from parity_utils import TINY, TOL, ref_bridge, rel_err, seed_params, uncompiled_reference_rope
-from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.net.bridge import DualTowerBridge
 from mova_pack.models.config import PRESETS
 
 torch.set_num_threads(2)

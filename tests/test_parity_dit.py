@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from parity_utils import TINY, TOL, ref_audio, ref_video, rel_err, seed_params, tiny_inputs
-from mova_pack.models.dit import AudioDiT, VideoDiT, sinusoidal_embedding
+from mova_pack.models.net.dit import AudioDiT, VideoDiT, sinusoidal_embedding
 
 torch.set_num_threads(2)
 
@@ -121,7 +121,7 @@ def test_state_dict_keys_are_released_layout(towers):
 def test_time_mlp_runs_in_fp32_with_bf16_weights():
     """Released pipeline: time MLPs under fp32 autocast, then cast to the activation dtype."""
     import torch.nn.functional as F
-    from mova_pack.models.dit import _linear_fp32
+    from mova_pack.models.net.dit import _linear_fp32
     tower = seed_params(VideoDiT(TINY.video_dit), 9).to(torch.bfloat16)
     t = torch.tensor([937.5])
     te, t_mod = tower.embed_time(t)

@@ -4,9 +4,9 @@ import torch
 
 from parity_utils import (TINY, TOL, ref_audio, ref_bridge, ref_video, rel_err, seed_params, tiny_inputs,
                           uncompiled_reference_rope)
-from mova_pack.models.bridge import DualTowerBridge
-from mova_pack.models.dit import AudioDiT, VideoDiT
-from mova_pack.models.joint import joint_forward
+from mova_pack.models.net.bridge import DualTowerBridge
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
+from mova_pack.models.net.joint import joint_forward
 
 torch.set_num_threads(2)
 

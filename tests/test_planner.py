@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from mova_pack.kernels.device import module_bytes
-from mova_pack.kernels.offload import OffloadSettings
-from mova_pack.kernels.params import bridge_part, dit_part
-from mova_pack.kernels.planner import plan_memory
+from mova_pack.runtime.offload import OffloadSettings
+from mova_pack.runtime.params import bridge_part, dit_part
+from mova_pack.runtime.planner import plan_memory
 from mova_pack.kernels.quant import QuantSettings, quantize_module
-from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.net.bridge import DualTowerBridge
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import AudioDiT, VideoDiT
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.15  # activation / streaming estimates vs measured peaks (fp32 on CPU)
@@ -55,11 +55,11 @@ sys.path.insert(0, "scripts"); import _pack
 import torch
 torch.set_num_threads(1)
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import VideoDiT, AudioDiT
-from mova_pack.models.bridge import DualTowerBridge
-from mova_pack.models.joint import joint_forward
+from mova_pack.models.net.dit import VideoDiT, AudioDiT
+from mova_pack.models.net.bridge import DualTowerBridge
+from mova_pack.models.net.joint import joint_forward
 from mova_pack.kernels.memstat import PeakSampler, private_rss
-from mova_pack.kernels.planner import latent_sizes
+from mova_pack.runtime.planner import latent_sizes
 t = PRESETS["tiny"]
 cfg = dataclasses.replace(t, video_dit=dataclasses.replace(t.video_dit, dim=128, ffn_dim=384, num_heads=4),
                           bridge=dataclasses.replace(t.bridge, visual_hidden_dim=128))
@@ -88,7 +88,7 @@ print(json.dumps({"peak": p.peak - base}))
 @pytest.mark.parametrize("dtype,batch", [("fp32", 1), ("bf16", 1), ("bf16", 2)])
 def test_activation_estimate_matches_measured_peak(dtype, batch):
     import dataclasses
-    from mova_pack.kernels.planner import denoise_activation_bytes, latent_sizes
+    from mova_pack.runtime.planner import denoise_activation_bytes, latent_sizes
     t = PRESETS["tiny"]
     cfg = dataclasses.replace(t, video_dit=dataclasses.replace(t.video_dit, dim=128, ffn_dim=384, num_heads=4),
                               bridge=dataclasses.replace(t.bridge, visual_hidden_dim=128))
@@ -173,6 +173,6 @@ def test_plan_scales_with_request():
     assert large.stages["denoise"]["activations"] > 1.8 * small.stages["denoise"]["activations"]
     fp32 = plan_memory("mova-360p", 640, 352, 97, dtype="fp32")
     assert fp32.stages["text encode"]["text_encoder"] == 2 * small.stages["text encode"]["text_encoder"]
-    from mova_pack.models.errors import ConfigError
+    from mova_pack.common.errors import ConfigError
     with pytest.raises(ConfigError, match="mova-360p"):
         plan_memory("mova-1080p", 640, 352, 97)

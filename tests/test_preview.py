@@ -1,10 +1,10 @@
-"""Sampling previews (models/preview.py): projection facts, shapes, and what the pictures show."""
+"""Sampling previews (models/sampling/preview.py): projection facts, shapes, and what the pictures show."""
 import numpy as np
 import pytest
 import torch
 
-from mova_pack.models import preview
-from mova_pack.models.errors import InputError
+from mova_pack.models.sampling import preview
+from mova_pack.common.errors import InputError
 
 
 def test_projection_matches_comfyui_style_linear_map():

@@ -12,10 +12,10 @@ from torch import nn
 from mova_pack.kernels.quant import (FP8Linear, Int8Linear, QuantLinear, QuantSettings,
                                      quantize_module, quantized_paths)
 from mova_pack.kernels.quant_io import load_quantized_into, quantize_file, read_metadata, save_quantized
-from mova_pack.models.bridge import DualTowerBridge
+from mova_pack.models.net.bridge import DualTowerBridge
 from mova_pack.models.config import PRESETS
-from mova_pack.models.dit import AudioDiT, VideoDiT
-from mova_pack.models.errors import CheckpointError
+from mova_pack.models.net.dit import AudioDiT, VideoDiT
+from mova_pack.common.errors import CheckpointError
 
 CFG = PRESETS["tiny"]
 MODES = ["fp8_e4m3fn", "nf4", "int8"]

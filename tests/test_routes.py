@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mova_pack.kernels import planner
+from mova_pack.runtime import planner
 from mova_pack.models.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_batched_guidance_passes_reach_the_planner():
     ("nested", "guidance must be an object"),
 ])
 def test_bad_guidance_settings_are_clear_errors(guidance, message):
-    from mova_pack.models.errors import MovaError
+    from mova_pack.common.errors import MovaError
     with pytest.raises(MovaError, match=message):
         routes.estimate({"preset": "tiny", "guidance": guidance})
 

@@ -5,11 +5,11 @@ import torch
 
 from parity_utils import (ref_audio, ref_bridge, ref_video, rel_err, seed_params, tiny_inputs,
                           uncompiled_reference_rope)
-from mova_pack.models.errors import InputError, SamplingStopped
-from mova_pack.models.generator import build_generator
-from mova_pack.models.sampler import (HIGH_NOISE, LOW_NOISE, SamplerSettings, StepInfo, TextCFG, make_noise,
+from mova_pack.common.errors import InputError, SamplingStopped
+from mova_pack.models.net.generator import build_generator
+from mova_pack.models.sampling.sampler import (HIGH_NOISE, LOW_NOISE, SamplerSettings, StepInfo, TextCFG, make_noise,
                                       sample)
-from mova_pack.models.schedule import make_schedule
+from mova_pack.models.sampling.schedule import make_schedule
 
 torch.set_num_threads(2)
 
@@ -117,7 +117,7 @@ def test_custom_guidance_plugs_into_the_seam(gen):
     """A guidance object only needs plan() and combine(); here a bridge-off pass is requested."""
     _, y, _, pos = tiny_inputs(seed=35, frames=2, h=4, w=4)
     video, audio = make_noise(3, (1, 16, 2, 4, 4), (1, 128, 11))
-    from mova_pack.models.sampler import ForwardPass
+    from mova_pack.models.sampling.sampler import ForwardPass
 
     class BridgeOff(TextCFG):
         def plan(self, step, timestep):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import conftest  # noqa: F401
-from mova_pack.models.errors import InputError
-from mova_pack.models.schedule import (diffsynth_schedule, euler_step, high_noise_steps, make_schedule,
+from mova_pack.common.errors import InputError
+from mova_pack.models.sampling.schedule import (diffsynth_schedule, euler_step, high_noise_steps, make_schedule,
                                        mova_schedule, mova_sigmas)
 
 STEPS = [10, 25, 30, 50]

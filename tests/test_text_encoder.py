@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import conftest  # noqa: F401  (registers mova_pack)
-from mova_pack.models import text_encoder as te
+from mova_pack.models.codecs import text_encoder as te
 from mova_pack.models.config import PRESETS
-from mova_pack.models.errors import CheckpointError
+from mova_pack.common.errors import CheckpointError
 
 CFG = dataclasses.replace(PRESETS["tiny"].text_encoder, vocab_size=320)
 PROMPTS = ["A cat walks on the beach at sunset &amp;amp; waves   crash.",

@@ -6,7 +6,7 @@ output will be), and on deliberately shifted audio so the sync metric is shown t
 import numpy as np
 import pytest
 
-from mova_pack.models.errors import InputError
+from mova_pack.common.errors import InputError
 from mova_pack.toy import detectors as D
 from mova_pack.toy.captions import COLOURS, SHAPES, SOUNDS
 from mova_pack.toy.scenes import render, scene_for_seed

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from mova_pack.models import sampler as sampler_mod
-from mova_pack.models.audio_vae import load_audio_vae
-from mova_pack.models.conditioning import first_frame_y, latent_shapes
+from mova_pack.models.sampling import sampler as sampler_mod
+from mova_pack.models.codecs.audio_vae import load_audio_vae
+from mova_pack.models.sampling.conditioning import first_frame_y, latent_shapes
 from mova_pack.models.config import WAN21_LATENTS_STD, load_mova_config
-from mova_pack.models.errors import CheckpointError
-from mova_pack.models.generator import load_generator
-from mova_pack.models.text_encoder import load_text_encoder
-from mova_pack.models.video_vae import load_video_vae
+from mova_pack.common.errors import CheckpointError
+from mova_pack.models.net.generator import load_generator
+from mova_pack.models.codecs.text_encoder import load_text_encoder
+from mova_pack.models.codecs.video_vae import load_video_vae
 from mova_pack.toy import scenes
 from mova_pack.toy.train import configs, dit, pipeline
 
@@ -217,8 +217,8 @@ def test_expert_split_tunes_each_expert_on_its_own_range_and_resumes(tmp_path):
 
 
 def test_sync_stage_audio_half_equals_the_joint_forward():
-    from mova_pack.models.generator import build_generator
-    from mova_pack.models.joint import joint_forward
+    from mova_pack.models.net.generator import build_generator
+    from mova_pack.models.net.joint import joint_forward
     from mova_pack.toy.train import sync
 
     gen = build_generator(configs.mova_config(), dtype=torch.float32, seed=3).eval()
@@ -235,7 +235,7 @@ def test_sync_stage_audio_half_equals_the_joint_forward():
 
 
 def test_sync_stage_tunes_only_the_audio_side_deterministically_and_resumes(tmp_path):
-    from mova_pack.models.generator import build_generator
+    from mova_pack.models.net.generator import build_generator
     from mova_pack.toy.train import sync
 
     cfg = configs.mova_config()

@@ -7,9 +7,9 @@ import torch
 
 import conftest  # noqa: F401  (registers mova_pack)
 from mova_pack.models.config import VideoVAEConfig
-from mova_pack.models.errors import CheckpointError, InputError
-from mova_pack.models.video_vae import WanVideoVAE, load_video_vae, video_vae_from_state_dict, video_vae_param_count
-from mova_pack.models.video_vae_keys import DIFFUSERS, NATIVE, detect_layout, to_diffusers, to_native
+from mova_pack.common.errors import CheckpointError, InputError
+from mova_pack.models.codecs.video_vae import WanVideoVAE, load_video_vae, video_vae_from_state_dict, video_vae_param_count
+from mova_pack.models.codecs.video_vae_keys import DIFFUSERS, NATIVE, detect_layout, to_diffusers, to_native
 
 TINY = VideoVAEConfig(base_dim=8)
 MEAN = torch.tensor(TINY.latents_mean).view(1, 16, 1, 1, 1)

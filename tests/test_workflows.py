@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mova_pack.models import hub
+from mova_pack.runtime import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -34,9 +34,9 @@ def test_every_loader_carries_the_real_files_from_the_hub_manifest(path):
     assert loaders, f"{path.name} has no MOVA loader"
     for node in loaders:
         expected = hub.loader_model_entries(node["type"])
-        assert expected, f"{node['type']} has no component list in models/hub.py LOADER_COMPONENTS"
+        assert expected, f"{node['type']} has no component list in runtime/hub.py LOADER_COMPONENTS"
         assert node["properties"].get("models") == expected, (
-            f"{path.name} node {node['id']} ({node['type']}): properties.models differ from models/hub.py; "
+            f"{path.name} node {node['id']} ({node['type']}): properties.models differ from runtime/hub.py; "
             "run scripts/update_workflows.py")
 
 

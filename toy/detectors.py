@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..models.errors import InputError
+from ..common.errors import InputError
 from .scenes import RGB
 from .sounds import TIMBRES, draw_voice, synth_event
 

@@ -7,7 +7,7 @@
 //                       feeds, also through a LoRA node (else the first MOVALatent, else 360p defaults)
 //   sampler node     -> steps, video_cfg / audio_cfg (released text CFG: 2 passes per step, 1 when both are 1)
 //   guidance node    -> the MOVA Bridge Guidance widgets when one feeds the sampler's guidance input;
-//                       the server plans the passes with models/guidance.py (the code the sampler runs)
+//                       the server plans the passes with models/sampling/guidance.py (the code the sampler runs)
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 

@@ -203,7 +203,7 @@ def test_memory_estimate_follows_quantization(canvas, server):
 
 def test_memory_estimate_follows_the_guidance_passes(canvas):
     """Passes per step from the Bridge Guidance node feeding the sampler (planned by the server with
-    models/guidance.py), from the sampler's cfg values without it; each pass is one more velocity held."""
+    models/sampling/guidance.py), from the sampler's cfg values without it; each pass is one more velocity held."""
     canvas.load(load_workflow(GUIDED))
     nodes = canvas.nodes()
     loader = next(n["id"] for n in nodes if n["type"] == "MOVAModelLoader")

@@ -23,7 +23,7 @@ WEIGHTS = bytes(range(256)) * 512
 def fake_repo() -> dict:
     sys.path.insert(0, str(ROOT / "scripts"))
     import _pack  # noqa: F401  (registers mova_pack)
-    from mova_pack.models import hub
+    from mova_pack.runtime import hub
     files = {f.path: b'{"_class_name": "x"}' for f in hub.manifest("MOVA-360p", ["model_index", "scheduler", "audio_vae"])}
     files["audio_vae/diffusion_pytorch_model.safetensors"] = WEIGHTS
     return {hub.REPOS["MOVA-360p"]: files}

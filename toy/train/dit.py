@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...models.conditioning import first_frame_y
-from ...models.generator import build_generator
-from ...models.joint import joint_forward
-from ...models.schedule import training_table
+from ...models.sampling.conditioning import first_frame_y
+from ...models.net.generator import build_generator
+from ...models.net.joint import joint_forward
+from ...models.sampling.schedule import training_table
 from .. import captions, scenes
 from . import configs
 from . import latents as L

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ...models import text_encoder as te
-from ...models.audio_vae import AudioVAE, audio_vae_from_state_dict
-from ...models.video_vae import video_vae_from_state_dict
-from ...models.video_vae_keys import to_diffusers
+from ...models.codecs import text_encoder as te
+from ...models.codecs.audio_vae import AudioVAE, audio_vae_from_state_dict
+from ...models.codecs.video_vae import video_vae_from_state_dict
+from ...models.codecs.video_vae_keys import to_diffusers
 from .. import captions
 from . import configs
 from .common import render_pool, save_state
@@ -133,7 +133,7 @@ def load_video_encoder(o: Options):
     """The video VAE with the encoder frozen early in stage video_vae (all y needs); waits for it."""
     import time
 
-    from ...models.video_vae import WanVideoVAE
+    from ...models.codecs.video_vae import WanVideoVAE
 
     path = o.work / "video_encoder.safetensors"
     while not path.is_file():   # stage video_vae writes it after its first ENCODER_STEPS steps
@@ -168,7 +168,7 @@ def stage_dit(o: Options) -> None:
 
 def stage_sync(o: Options) -> None:
     """Stage 3 (toy/train/sync.py): audio tower + video->audio Bridge tuned to follow the video's timing."""
-    from ...models.generator import build_generator
+    from ...models.net.generator import build_generator
     from .dit import white_frame_y
     from .sync import train_sync
 
@@ -196,7 +196,7 @@ def _save_component(folder: Path, state: dict, cfg: dict) -> None:
 def stage_export(o: Options) -> None:
     """Write the MOVA folder: model_index.json, scheduler/, tokenizer/, text_encoder/, video_dit/,
     video_dit_2/, audio_dit/, dual_tower_bridge/, audio_vae/, video_vae/."""
-    from ...models.generator import build_generator, save_generator
+    from ...models.net.generator import build_generator, save_generator
 
     vcfg = video_vae_config(o)
     text_cfg = te.load_text_encoder(text_dir(o), dtype=torch.float32).model.config

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ...models.generator import build_generator, load_generator
-from ...models.video_vae import WanVideoVAE
-from ...models.video_vae_keys import to_native
+from ...models.net.generator import build_generator, load_generator
+from ...models.codecs.video_vae import WanVideoVAE
+from ...models.codecs.video_vae_keys import to_native
 from . import configs
 from .common import channels_last, save_state
 

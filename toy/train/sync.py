@@ -21,8 +21,8 @@ import zlib
 import numpy as np
 import torch
 
-from ...models.joint import joint_forward
-from ...models.schedule import training_table
+from ...models.net.joint import joint_forward
+from ...models.sampling.schedule import training_table
 from .. import scenes
 from .common import Checkpoint, Log, draw_batch, optimise, rng_for, save_state, update_ema
 from .dit import _optimiser, _schedule, expert_pools, load_dataset

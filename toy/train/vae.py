@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...models.audio_vae import AudioVAE
-from ...models.video_vae import CausalCache, WanVideoVAE
+from ...models.codecs.audio_vae import AudioVAE
+from ...models.codecs.video_vae import CausalCache, WanVideoVAE
 from . import latents as L
 from safetensors.torch import save_file
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from ...common.errors import InputError
 
 SPATIAL_MULTIPLE = 16   # VAE stride 8 x patch 2
 TEMPORAL_STRIDE = 4     # Wan 2.1 VAE

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SchedulerConfig
-from .errors import InputError
+from ..config import SchedulerConfig
+from ...common.errors import InputError
 
 SCHEDULES = ("mova", "diffsynth")
 RELEASED_SCHEDULER = SchedulerConfig(shift=5.0, extra_one_step=True)

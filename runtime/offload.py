@@ -5,7 +5,7 @@ layers, then the remaining video blocks alone (spec §11.5). Tower "stems" (embe
 the device while their tower set is active. Units live in (pinned) CPU memory, or are read straight
 from the mmap'd safetensors file when used (storage "disk": host RAM holds only the unit in flight).
 
-Everything runs from forward pre/post hooks on the unit members, so models/joint.py is unchanged.
+Everything runs from forward pre/post hooks on the unit members, so models/net/joint.py is unchanged.
 Tensors keep their Parameter objects: evicted ones point at an empty placeholder on the device.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..models.checkpoint import out_of_mmap
-from ..models.errors import CheckpointError
-from .device import module_bytes
+from ..common.checkpoint import out_of_mmap
+from ..common.errors import CheckpointError
+from ..kernels.device import module_bytes
 
 log = logging.getLogger("mova")
 STORAGES = ("cpu_pinned", "disk")
@@ -105,7 +105,7 @@ class _Files:
     """The opened (mmap'd) safetensors files of one component: module key -> (handle, file key)."""
 
     def __init__(self, paths):
-        from ..models.checkpoint import strip_prefix
+        from ..common.checkpoint import strip_prefix
         self.index: dict[str, tuple] = {}
         handles = [safe_open(str(p), framework="pt") for p in paths or ()]
         prefix = strip_prefix([k for h in handles for k in h.keys()])

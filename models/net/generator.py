@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 
 from .bridge import DualTowerBridge
-from .checkpoint import expected_shapes, load_into, resolve_files, save_component, validate_headers
-from .config import PRESETS, MovaConfig, load_component_config, load_mova_config
+from ...common.checkpoint import expected_shapes, load_into, resolve_files, save_component, validate_headers
+from ..config import PRESETS, MovaConfig, load_component_config, load_mova_config
 from .dit import AudioDiT, VideoDiT
-from .errors import CheckpointError, ConfigError
+from ...common.errors import CheckpointError, ConfigError
 
 # Folder names of the released layout -> attribute names on MovaGenerator.
 COMPONENTS = {"video_dit": "video_high", "video_dit_2": "video_low", "audio_dit": "audio",
@@ -71,7 +71,7 @@ def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, st
     Config precedence: the component's config.json next to its weights, then `config` (a MovaConfig or a
     preset name such as "mova-360p"). Either video expert may be absent; the audio tower and Bridge are
     required. device="meta": the files' keys and shapes are checked but no tensor is read (for callers
-    that stream the weights themselves, e.g. kernels/placement.py).
+    that stream the weights themselves, e.g. runtime/placement.py).
     """
     sources = {}
     if folder is not None:

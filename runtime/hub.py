@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import urlsplit
 
-from .errors import MovaError
+from ..common.errors import MovaError
 
 REPOS = {"MOVA-360p": "OpenMOSS-Team/MOVA-360p", "MOVA-720p": "OpenMOSS-Team/MOVA-720p"}
 COMPONENTS = ("model_index", "scheduler", "tokenizer", "text_encoder", "video_dit", "video_dit_2",

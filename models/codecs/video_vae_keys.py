@@ -10,8 +10,8 @@ from typing import Mapping
 
 import torch
 
-from .config import VideoVAEConfig
-from .errors import CheckpointError
+from ..config import VideoVAEConfig
+from ...common.errors import CheckpointError
 
 NATIVE = "wan-native"
 DIFFUSERS = "diffusers"

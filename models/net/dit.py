@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels.attention import attention
-from .config import DiTConfig
+from ...kernels.attention import attention
+from ..config import DiTConfig
 from .rope import apply_wan_rope, wan_audio_rope, wan_video_rope
 
 

@@ -24,11 +24,11 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..models.checkpoint import out_of_mmap
-from ..models.errors import CheckpointError
+from ..common.checkpoint import out_of_mmap
+from ..common.errors import CheckpointError
 from .offload import OffloadEngine, OffloadSettings
-from .quant import QuantSettings
-from .quant_io import load_quantized_into, quantize_file, quantize_items, read_metadata
+from ..kernels.quant import QuantSettings
+from ..kernels.quant_io import load_quantized_into, quantize_file, quantize_items, read_metadata
 
 log = logging.getLogger("mova")
 _HIGH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # fp8 is "floating" too: keep it
@@ -83,7 +83,7 @@ def load_component(module: nn.Module, files, name: str, dtype: torch.dtype, quan
 
 def _shells_from(module: nn.Module, files, name: str, dtype: torch.dtype, quant: QuantSettings) -> None:
     """Meta module -> meta module whose quantized layers match the (pre-quantized) files."""
-    from .quant import layers_in_state, make_quantized_shells
+    from ..kernels.quant import layers_in_state, make_quantized_shells
     keys = []
     for f in files:
         with safe_open(str(f), framework="pt") as h:
@@ -97,7 +97,7 @@ def _shells_from(module: nn.Module, files, name: str, dtype: torch.dtype, quant:
 def cache_key(files, name: str, dtype: torch.dtype, quant: QuantSettings) -> str:
     """Names the quantized copy of `files`: changes when a source file is replaced (path, size, mtime)
     or when the copy would come out differently (mode, fp8 scale, dtype, file format)."""
-    from .quant_io import FORMAT_VERSION
+    from ..kernels.quant_io import FORMAT_VERSION
     sources = []
     for f in files:
         st = Path(f).stat()

@@ -3,7 +3,7 @@
 API
     GuidanceSettings(...)                    frozen; see the fields below
     DualGuidance(settings, audio_negative=None, steps=None, forward=joint_forward)
-        the sampler seam of models/sampler.py:
+        the sampler seam of models/sampling/sampler.py:
         .plan(step, timestep) -> [ForwardPass]        the forwards this step needs (redundant ones skipped)
         .combine(step, outputs) -> (video_v, audio_v)  fp32, per modality
         .contexts -> {"audio_negative": tensor}        extra text contexts the passes refer to
@@ -35,8 +35,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .errors import InputError
-from .joint import joint_forward
+from ...common.errors import InputError
+from ..net.joint import joint_forward
 from .sampler import ForwardPass, cfg_combine
 
 POSITIVE, NEGATIVE, AUDIO_NEGATIVE = "positive", "negative", "audio_negative"

@@ -8,7 +8,7 @@ API
     LoraFile.summary() -> str                    "x: MOVA accelerate, lora, rank 16; 400 video high-noise, ..."
     LoraFile.adapters: {(scope, name): Adapter}  scope = "video_high" | "video_low" | "audio" | "bridge"
                                                  or "tower" (no component prefix: a video-expert LoRA or
-                                                 a prefix-less DiffSynth file; resolved in models/lora.py)
+                                                 a prefix-less DiffSynth file; resolved in models/lora/stack.py)
     Adapter.delta(shape) -> fp32 tensor          the full weight delta at strength 1 (alpha/rank applied)
     Adapter.low_rank() -> (A [r,in], B [out,r], scale) or None   for computing alongside a weight
 
@@ -18,7 +18,7 @@ per-component folders (transformer = low-noise!, transformer_2 = high-noise, tra
 dual_tower_bridge), kohya (`lora_unet_…`, `.lora_down/.lora_up/.alpha`), peft/diffusers
 (`base_model.model.`, `transformer.`, `diffusion_model.`, `.default.`, `lora_A/B`), LyCORIS LoKr and
 LoHa, full `.diff`/`.diff_b` (+ lightx2v `.diff_m` = modulation diff). Names stay as found (minus
-wrappers); models/lora.py maps them to modules.
+wrappers); models/lora/stack.py maps them to modules.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from .errors import CheckpointError
+from ...common.errors import CheckpointError
 
 COMPONENTS = ("video_high", "video_low", "audio", "bridge")
 COMPONENT_LABELS = {"video_high": "video high-noise", "video_low": "video low-noise",

@@ -12,7 +12,7 @@ API
         `stack`; components whose part of the stack did not change are left alone (a strength
         change re-applies from the kept originals, nothing is read from disk). An empty stack (or
         strength 0) restores the base bit for bit. How each weight takes its LoRA (merged /
-        alongside / per forward) is in models/lora_apply.py: float weights are merged; quantized
+        alongside / per forward) is in models/lora/apply.py: float weights are merged; quantized
         linears and trees streamed by kernels/offload get it computed alongside, never merged;
         `unmerged=True` computes alongside everywhere. Call it AFTER quantizing / attaching offload
         (the nodes do it right before sampling).
@@ -32,10 +32,10 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from .errors import MovaError
-from .lora_apply import LoraMismatchError, TreeState, is_managed, weight_shape
-from .lora_detect import expert_hint, group_prefixes, guess_family, guess_wan_size
-from .lora_formats import COMPONENT_LABELS, COMPONENTS, TOWER, Adapter, LoraFile
+from ...common.errors import MovaError
+from .apply import LoraMismatchError, TreeState, is_managed, weight_shape
+from .detect import expert_hint, group_prefixes, guess_family, guess_wan_size
+from .formats import COMPONENT_LABELS, COMPONENTS, TOWER, Adapter, LoraFile
 
 log = logging.getLogger("mova")
 VIDEO_EXPERT_CHOICES = ("auto", "both", "high", "low", "audio")

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from ...common.errors import InputError
 
 # Rows = the 16 latent channels, columns = R, G, B (facts from ComfyUI's Wan21 latent format).
 WAN21_LATENT_RGB_FACTORS = np.array([

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import AudioVAEConfig, load_component_config
-from .errors import CheckpointError, ConfigError, InputError
+from ..config import AudioVAEConfig, load_component_config
+from ...common.errors import CheckpointError, ConfigError, InputError
 
 
 class Snake1d(nn.Module):

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import VideoVAEConfig
-from .errors import CheckpointError, ConfigError, InputError
+from ..config import VideoVAEConfig
+from ...common.errors import CheckpointError, ConfigError, InputError
 
 CACHE_FRAMES = 2  # a k=3 causal conv needs the two previous frames
 

@@ -26,8 +26,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .conditioning import check_y
-from .errors import InputError, SamplingStopped
-from .joint import joint_forward
+from ...common.errors import InputError, SamplingStopped
+from ..net.joint import joint_forward
 from .schedule import SCHEDULES, euler_step, make_schedule
 
 HIGH_NOISE, LOW_NOISE = "high-noise", "low-noise"

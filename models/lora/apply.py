@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import MovaError
-from .lora_formats import Adapter
+from ...common.errors import MovaError
+from .formats import Adapter
 
 log = logging.getLogger("mova")
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

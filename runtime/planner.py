@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .offload import OffloadSettings
 from .params import (DTYPE_BYTES, audio_vae_params, bridge_layer, bridge_part, dit_block, dit_part,
                      dit_stem, text_encoder_params, video_vae_params)
-from .quant import storage_bits_per_weight
+from ..kernels.quant import storage_bits_per_weight
 
 GB = 1e9
 RUNTIME_HOST = int(1.5 * GB)      # python + torch + ComfyUI, measured ~1 GB idle [ESTIMATE]
@@ -50,7 +50,7 @@ def latent_sizes(config, width: int, height: int, frames: int, fps: float):
 
 
 def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int, device: str = "cuda") -> int:
-    """Peak bytes one DiT block allocates beyond its input (live tensors read off models/dit.py):
+    """Peak bytes one DiT block allocates beyond its input (live tensors read off models/net/dit.py):
     attention phase = normed input, q, k, v, attention output (activation dtype) + the fp32 RoPE
     temporaries of one of q/k; FFN phase = new residual, normed input, hidden before and after GELU,
     FFN output. Checked against measured CPU peaks in tests/test_planner.py.
@@ -111,7 +111,7 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
                          f"got {passes_per_forward}")
     if isinstance(config, str):
         from ..models.config import PRESETS
-        from ..models.errors import ConfigError
+        from ..common.errors import ConfigError
         if config not in PRESETS:
             raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)} or a MovaConfig.")
         config = PRESETS[config]

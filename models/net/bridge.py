@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..kernels.attention import attention
-from .config import BridgeConfig
+from ...kernels.attention import attention
+from ..config import BridgeConfig
 from .rope import AlignedRotary, aligned_positions, apply_aligned_rope
 
 EPS = 1e-6

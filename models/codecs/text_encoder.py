@@ -16,8 +16,8 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .config import TextEncoderConfig
-from .errors import CheckpointError, InputError
+from ..config import TextEncoderConfig
+from ...common.errors import CheckpointError, InputError
 
 MAX_LENGTH = 512
 PAD_ID, EOS_ID = 0, 1  # umT5 / T5 special token ids
@@ -225,7 +225,7 @@ def load_text_encoder(path, dtype: torch.dtype = torch.bfloat16, device="cpu",
         te = path / "text_encoder" if (path / "text_encoder").is_dir() else path
         if not (te / "config.json").is_file():
             raise CheckpointError(f"{te}: no config.json; expected MOVA's text_encoder/ folder (HF UMT5EncoderModel).")
-        from .config import load_component_config
+        from ..config import load_component_config
 
         cfg = load_component_config(te, "text_encoder")
         files = sorted(te.glob("*.safetensors"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .quant import NF4_BLOCK
+from ..kernels.quant import NF4_BLOCK
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 

@@ -1,0 +1,1 @@
+"""LoRA: file formats, detection, the stack and how it is applied."""

@@ -1,0 +1,1 @@
+"""The joint generator's network: DiT towers, Bridge, aligned RoPE, joint forward, generator."""

@@ -1,0 +1,1 @@
+"""Sampling: schedules, the sampler loop, guidance, conditioning, previews."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import cuda_capability, fp8_matmul_capable, optional_import
+from .fp8_act import act_granularity, act_quant_impl, quantize_activation
 
 log = logging.getLogger("mova")
 
@@ -145,10 +146,10 @@ def fp8_matmul_problem(capability: tuple | None, dtype: torch.dtype, per_tensor:
     if not fp8_matmul_capable(capability):
         return "needs a CUDA GPU of sm_89+ (Ada/Hopper)" if capability is None else \
             f"GPU sm_{capability[0]}{capability[1]} is older than sm_89"
-    if not per_tensor:
-        return "per-channel fp8 scales (the fast path takes per-tensor scales)"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"activations are {dtype} (needs fp16/bf16)"
+    if not per_tensor and act_granularity(capability, dtype) != "row":
+        return "per-channel fp8 scales (need row-wise _scaled_mm: sm_90+ with bf16 activations)"
     if in_features % 16 or out_features % 16:
         return f"layer {out_features}x{in_features} (both sides must be multiples of 16)"
     return None
@@ -161,8 +162,8 @@ def _warn_no_fast_fp8(x: torch.Tensor) -> None:
     key = (x.device.type, x.dtype)
     if key not in _warned_fp8:
         _warned_fp8.add(key)
-        log.warning("mova: fp8 fast matmul needs a CUDA GPU of sm_89+ (Ada/Hopper), per-tensor scales and "
-                    "fp16/bf16 activations; running %s %s with fp8 storage and %s compute instead",
+        log.warning("mova: fp8 fast matmul needs a CUDA GPU of sm_89+ (Ada/Hopper), per-tensor scales (or "
+                    "sm_90+ with bf16) and fp16/bf16 activations; running %s %s with fp8 storage and %s compute instead",
                     x.device, str(x.dtype).replace("torch.", ""), str(x.dtype).replace("torch.", ""))
 
 
@@ -176,6 +177,7 @@ class FP8Linear(QuantLinear):
                                    requires_grad=False)
         self.register_buffer("weight_scale", weight_scale if weight_scale is not None else torch.ones(()))
         self.fast_matmul = fast_matmul
+        self.act_quant = "auto"  # activation quantization impl (kernels/fp8_act.py): auto | triton | compile | reference
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, per_channel=False, fast_matmul=False) -> "FP8Linear":
@@ -196,14 +198,51 @@ class FP8Linear(QuantLinear):
         return fp8_matmul_problem(cuda_capability(x.device), x.dtype, self.weight_scale.numel() == 1,
                                   self.in_features, self.out_features) is None
 
-    def _forward_scaled_mm(self, x):  # CUDA sm_89+ only: fp8 x fp8 with per-tensor scales
-        flat = x.reshape(-1, self.in_features)
-        x_scale = (flat.abs().amax().float() / FP8_MAX).clamp(min=1e-12)
-        x8 = (flat / x_scale.to(flat.dtype)).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        out = torch._scaled_mm(x8, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale.float(),
-                               bias=bias, out_dtype=x.dtype)
+    def _forward_scaled_mm(self, x):  # CUDA sm_89+ only: fp8 x fp8, activation quantized by a fused kernel
+        gran = act_granularity(cuda_capability(x.device), x.dtype)
+        impl = _act_impl_for(x.device, self.act_quant)
+        out = fp8_linear(x.reshape(-1, self.in_features), self.weight, self.weight_scale, self.bias, gran, impl)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+
+_act_impls: dict = {}
+
+
+def _act_impl_for(device: torch.device, requested: str) -> str:
+    """The activation-quantization implementation for this device, chosen once and logged with why."""
+    key = (str(device), requested)
+    if key not in _act_impls:
+        triton_ok = device.type == "cuda" and optional_import("triton") is not None
+        impl, reason = act_quant_impl(device.type, triton_ok, requested)
+        log.info("mova fp8: activation quantization %s on %s (%s)", impl, device, reason)
+        _act_impls[key] = impl
+    return _act_impls[key]
+
+
+_bias_in_mm = {"row": True, "tensor": True}  # becomes False if this torch's _scaled_mm refuses a bias
+
+
+def fp8_linear(flat: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias, granularity: str,
+               impl: str = "reference") -> torch.Tensor:
+    """x [M, K] @ dequant(weight [N, K]).T + bias through torch._scaled_mm, the activation quantized
+    per row or per tensor (kernels/fp8_act.py). Runs wherever _scaled_mm does (CUDA sm_89+; CPU builds
+    of recent torch too, which is how the numerics are tested)."""
+    x8, xs = quantize_activation(flat, granularity, impl)
+    ws = weight_scale.float()
+    if granularity == "row":  # [1, N] scales for the weight: per-channel as is, per-tensor broadcast
+        ws = ws.reshape(1, -1).expand(1, weight.shape[0]).contiguous()
+    else:
+        ws = ws.reshape(())
+    b = None if bias is None else bias.to(flat.dtype)
+    if b is not None and _bias_in_mm[granularity]:
+        try:
+            return torch._scaled_mm(x8, weight.t(), scale_a=xs, scale_b=ws, bias=b, out_dtype=flat.dtype)
+        except RuntimeError as exc:  # older builds: no bias with row-wise scales
+            _bias_in_mm[granularity] = False
+            log.info("mova fp8: _scaled_mm takes no bias with %s scales here (%s); adding it after", granularity,
+                     str(exc).splitlines()[0])
+    out = torch._scaled_mm(x8, weight.t(), scale_a=xs, scale_b=ws, out_dtype=flat.dtype)
+    return out if b is None else out.add_(b)
 
 
 class Int8Linear(QuantLinear):

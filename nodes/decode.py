@@ -16,12 +16,15 @@ class MovaDecodeVideo(io.ComfyNode):
                         "SaveAnimatedWEBP or VideoHelperSuite.",
             inputs=[MovaVideoVAE.Input("video_vae", tooltip="The Wan 2.1 video VAE."),
                     MovaLatent.Input("latent", tooltip="Sampled latent from MOVA Sampler.")],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images"),
+                     # appended: the clip's own frame rate, so CreateVideo cannot disagree with the latent
+                     io.Float.Output(display_name="fps", tooltip="Frames per second the clip was sampled at "
+                                     "(MOVA Empty Latent's fps): link it to CreateVideo's fps.")],
             hidden=[io.Hidden.unique_id])
 
     @classmethod
     def execute(cls, video_vae, latent) -> io.NodeOutput:
-        return io.NodeOutput(backend.decode_video(video_vae, latent))
+        return io.NodeOutput(backend.decode_video(video_vae, latent), float(latent.fps))
 
 
 class MovaDecodeAudio(io.ComfyNode):

@@ -69,7 +69,9 @@ class MovaSampler(io.ComfyNode):
 
         def on_step(info):
             # A small picture per step (latent frames over the audio latent), shown on the node.
-            image = preview.sampling_preview(info.video_latent, info.audio_latent, max_frames=4)
+            # 2x2 frames at >= 128 px over a thin audio band: the frames are what the artist reads.
+            image = preview.sampling_preview(info.video_latent, info.audio_latent, max_frames=4, columns=2,
+                                             frame_height=128, audio_height=24)
             bar.update_absolute(info.index + 1, info.total, preview=("JPEG", image, 512))
             _progress_text(backend.step_text(info), node_id)
 

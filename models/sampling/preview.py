@@ -71,12 +71,16 @@ def video_latent_to_frames(latent, max_frames: Optional[int] = None) -> np.ndarr
     return _to_uint8(rgb)
 
 
-def frames_strip(frames: np.ndarray, gap: int = 2) -> Image.Image:
-    """uint8 frames [T, H, W, 3] -> one image with the frames side by side (dark gaps between)."""
+def frames_strip(frames: np.ndarray, gap: int = 2, columns: Optional[int] = None) -> Image.Image:
+    """uint8 frames [T, H, W, 3] -> one image with the frames side by side (dark gaps between),
+    wrapped after `columns` frames (None: one row)."""
     t, h, w, _ = frames.shape
-    strip = np.full((h, t * w + (t - 1) * gap, 3), 24, dtype=np.uint8)
+    cols = max(1, min(columns or t, t))
+    rows = -(-t // cols)
+    strip = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 24, dtype=np.uint8)
     for i in range(t):
-        strip[:, i * (w + gap): i * (w + gap) + w] = frames[i]
+        r, c = divmod(i, cols)
+        strip[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = frames[i]
     return Image.fromarray(strip)
 
 
@@ -134,12 +138,18 @@ def stack_images(images: Sequence[Image.Image], gap: int = 2) -> Image.Image:
 
 
 def sampling_preview(video_latent=None, audio_latent=None, max_frames: int = 4,
-                     audio_height: int = 48) -> Image.Image:
-    """One picture per sampling step: a strip of latent frames over the audio latent image.
-    Either part may be None (video-only or audio-only preview)."""
+                     audio_height: int = 48, columns: Optional[int] = None,
+                     frame_height: Optional[int] = None) -> Image.Image:
+    """One picture per sampling step: latent frames (a row, or `columns` per row) over the audio
+    latent image. `frame_height`: scale frames up (whole factors, sharp pixels) to at least this
+    height, so tiny latents stay readable next to the audio band. Either part may be None."""
     parts = []
     if video_latent is not None:
-        parts.append(frames_strip(video_latent_to_frames(video_latent, max_frames=max_frames)))
+        frames = video_latent_to_frames(video_latent, max_frames=max_frames)
+        scale = max(1, -(-int(frame_height) // frames.shape[1])) if frame_height else 1
+        if scale > 1:
+            frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+        parts.append(frames_strip(frames, columns=columns))
     if audio_latent is not None:
         width = parts[0].width if parts else None     # audio spans the same width as the frames
         parts.append(audio_latent_image(audio_latent, height=audio_height, width=width))

@@ -92,3 +92,65 @@ def test_flash_3_only_on_hopper_when_installed():
 def test_cpu_tensors_map_to_a_site_without_importing_gpu_kernels():
     site = att.site_of(torch.zeros(1, 2, 2, 64), 64)
     assert site == S(None, FP32, 64, False, False, "cpu")
+
+
+# ---- the generation rule (Hopper+) and the timed choice, with fake timings ------------------------
+@pytest.mark.parametrize("site,backend,words", [
+    (S((9, 0), BF16, 128, sage_installed=True, sage_version=(1, 0, 6)), "sdpa", "18 % slower"),
+    (S((9, 0), BF16, 128, sage_installed=True, flash_installed=True, sage_version=(2, 2, 0)), "sdpa", "timed"),
+    (S((9, 0), BF16, 128, flash_installed=True, fa3_installed=True, sage_installed=True), "flash",
+     "flash-attention 3 on sm_90"),
+    (S((9, 0), BF16, 128, flash_installed=True), "sdpa", "flash-attn 2 is slower than SDPA on sm_90"),
+    (S((10, 0), BF16, 128, sage_installed=True), "sdpa", "sm_100"),
+    (S((9, 0), BF16, 128), "sdpa", "not installed"),
+    (S((8, 0), BF16, 128, sage_installed=True, sage_version=(1, 0, 6)), "sage", "SageAttention available"),
+])
+def test_auto_rule_per_gpu_generation(site, backend, words):
+    chosen, reason = att.select_backend(site, "auto")
+    assert chosen == backend and words in reason, reason
+
+
+def test_pick_fastest_with_fake_timings_skips_failures():
+    from mova_pack.kernels.attention_timing import pick_fastest
+    fake = {"sdpa": 0.066, "sage": 0.078, "flash": 0.108}
+    winner, reason, timings = pick_fastest(["sdpa", "sage", "flash"], fake.__getitem__)
+    assert winner == "sdpa" and "sdpa 66.00 ms" in reason and "flash 108.00 ms" in reason
+
+    def measure(name):
+        if name == "sdpa":
+            raise RuntimeError("no kernel for this shape")
+        return {"sage": 0.05, "flash": 0.04}[name]
+    winner, reason, timings = pick_fastest(["sdpa", "sage", "flash"], measure)
+    assert winner == "flash" and "sdpa failed: RuntimeError: no kernel" in reason
+    winner, reason, _ = pick_fastest(["sage"], lambda n: 1 / 0)
+    assert winner == "sdpa" and "no backend could be measured" in reason
+
+
+def test_length_buckets():
+    from mova_pack.kernels.attention_timing import length_bucket
+    assert [length_bucket(n) for n in (1, 2, 3, 403, 512, 513, 43120)] == [1, 2, 4, 512, 512, 1024, 65536]
+
+
+def test_timed_choice_measures_each_usable_backend(monkeypatch):
+    calls = []
+
+    def fake_timer(backend, fn):  # the GPU kernels cannot run here: fake timings by name
+        calls.append(backend)
+        return {"sdpa": 0.066, "sage": 0.05}[backend]
+    monkeypatch.setattr(att, "_timer", fake_timer)
+    q = torch.zeros(1, 40, 2, 128, dtype=BF16)
+    site = S((8, 9), BF16, 128, sage_installed=True)
+    backend, reason = att._timed_choice(site, q, q, "sage", "rule")
+    assert backend == "sage" and calls == ["sdpa", "sage"] and "sage 50.00 ms" in reason
+
+
+def test_timed_on_cpu_is_logged_once_per_length_bucket(caplog):
+    att.set_attention_settings(att.AttentionSettings(backend="timed"))
+    with caplog.at_level(logging.INFO, logger="mova"):
+        for n in (5, 7, 8, 9):   # buckets 8, 8, 8, 16
+            x = torch.randn(1, n, 256)
+            att.attention(x, x, x, 2)
+    lines = [r.getMessage() for r in caplog.records if "mova attention" in r.getMessage()]
+    assert len(lines) == 2 and "lengths<=8x8" in lines[0] and "only sdpa can run here" in lines[0]
+    report = att.attention_report()
+    assert len(report) == 2 and report[1].startswith("cpu float32 head_dim=128 lengths<=16x16: sdpa")

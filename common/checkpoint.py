@@ -6,13 +6,12 @@ never held twice in host RAM (mmap-backed tensors are used as they are when the 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Iterable, Union
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, MovaError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = WEIGHTS_NAME + ".index.json"
@@ -59,10 +58,13 @@ def _require_file(path: Path, component: str):
 
 
 def _shards_from_index(index: Path, component: str) -> list:
+    from .files import clean, read_json
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (ValueError, KeyError, OSError) as exc:
-        raise CheckpointError(f"{component}: {index} is not a valid safetensors index ({exc}); "
+        weight_map = read_json(index, component)["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise KeyError("weight_map")
+    except (MovaError, KeyError) as exc:
+        raise CheckpointError(f"{component}: {index} is not a valid safetensors index ({clean(exc, 200)}); "
                               "re-download it.") from None
     names = sorted(set(weight_map.values()))
     missing = [n for n in names if not (index.parent / n).is_file()]
@@ -73,27 +75,10 @@ def _shards_from_index(index: Path, component: str) -> list:
     return [index.parent / n for n in names]
 
 
-def read_header(path: Path) -> dict:
+def read_header(path: Path, component: str = "weights") -> dict:
     """The safetensors header {key: {dtype, shape, data_offsets}}; refuses truncated or foreign files."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise CheckpointError(f"{path}: {size} bytes is too small to be a safetensors file; re-download it.")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, 100_000_000):
-            raise CheckpointError(f"{path}: not a safetensors file (bad header length). If it was renamed "
-                                  "from .pt/.ckpt, convert it; otherwise re-download it.")
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError:
-            raise CheckpointError(f"{path}: corrupt safetensors header; re-download the file.") from None
-    header.pop("__metadata__", None)
-    end = 8 + n + max((v["data_offsets"][1] for v in header.values()), default=0)
-    if size < end:
-        raise CheckpointError(f"{path}: file is truncated: the header needs {end:,} bytes but the file has "
-                              f"{size:,}. The download was interrupted; delete it and download again.")
-    return header
+    from .files import safetensors_header
+    return safetensors_header(path, component)
 
 
 def strip_prefix(keys: Iterable[str]):
@@ -182,21 +167,28 @@ def read_state_dict(files: list, component: str, expected: dict, dtype: torch.dt
     floats to `dtype` when given; never left in the file's mmap, see out_of_mmap)."""
     from safetensors import safe_open
 
+    from safetensors import SafetensorError
+    from .files import clean, describe
+
     prefix = validate_headers(files, component, expected)
     out = {}
     for f in files:
-        with safe_open(str(f), framework="pt", device=str(device)) as fh:
-            for key in fh.keys():
-                t = fh.get_tensor(key)
-                cast = dtype is not None and t.dtype != dtype and t.is_floating_point()
-                out[key[len(prefix):]] = out_of_mmap(t.to(dtype) if cast else t, t)
+        try:
+            with safe_open(str(f), framework="pt", device=str(device)) as fh:
+                for key in fh.keys():
+                    t = fh.get_tensor(key)
+                    cast = dtype is not None and t.dtype != dtype and t.is_floating_point()
+                    out[key[len(prefix):]] = out_of_mmap(t.to(dtype) if cast else t, t)
+        except (SafetensorError, OSError) as exc:   # e.g. an unknown dtype or a file changed while read
+            raise CheckpointError(f"{component}: {f} could not be read ({clean(exc, 160)}); it looks like "
+                                  f"{describe(f)}. Re-download it.") from None
     return out
 
 
 def validate_headers(files: list, component: str, expected: dict) -> str:
     """Check the shards' keys and shapes against `expected` from their headers alone (no tensor is
     read); returns the key prefix the files use (e.g. "model." or "")."""
-    headers = {f: read_header(f) for f in files}
+    headers = {f: read_header(Path(f), component) for f in files}
     owner = {}
     for f, header in headers.items():
         for key in header:

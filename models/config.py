@@ -7,7 +7,6 @@ official class that would read it (so a file lacking `vae_type` behaves as the o
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,34 @@ def _from_dict(cls, data: Mapping[str, Any], where: str, renames: Mapping[str, s
     if missing:
         raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}. Expected a MOVA "
                           f"{cls.__name__} config.json; re-download the component's config.json.")
+    _check_numbers(cls, kwargs, where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_numbers(cls, kwargs: dict, where: str) -> None:
+    """Sizes, rates and epsilons are positive finite numbers: a config with num_layers -1 or
+    sample_rate 0 is refused here, naming the field, not later as a weights or frame-count error."""
+    for f in dataclasses.fields(cls):
+        value = kwargs.get(f.name)
+        kind = str(f.type).replace("Optional[", "").rstrip("]")
+        if value is None or kind not in ("int", "float", "tuple"):
+            continue
+        items = value if kind == "tuple" else (value,)
+        if kind == "tuple" and not isinstance(value, tuple):
+            raise ConfigError(f"{where}: {f.name} = {value!r} should be a list; fix the config.json "
+                              "or re-download it.")
+        for item in items:
+            if kind == "tuple" and (isinstance(item, bool) or not isinstance(item, int)):
+                continue   # flags and float statistics (latents_mean) may be anything finite
+            ok = (not isinstance(item, bool) and isinstance(item, (int, float)) and math.isfinite(item)
+                  and item > 0 and (kind != "int" or item == int(item)))
+            if not ok:
+                want = "a positive whole number" if kind in ("int", "tuple") else "a positive number"
+                raise ConfigError(f"{where}: {f.name} = {item!r} must be {want}; fix the config.json "
+                                  "(values of the MOVA release: re-download it).")
 
 
 def _refuse(where: str, name: str, found, expected, why: str):
@@ -304,10 +327,8 @@ def read_json(path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found. A MOVA folder has one config.json per component "
                           "(video_dit/, video_dit_2/, audio_dit/, dual_tower_bridge/, ...).")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); re-download this file.") from None
+    from ..common.files import read_json as read_object
+    return read_object(path, path.name)
 
 
 _COMPONENT_READERS = {

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..common.errors import MovaError
 from . import backend
 from .types import CATEGORY, MovaConditioning, MovaLatent, MovaTextEncoder, MovaVideoVAE, check_inputs
+from .validation import fail
 
 
 class MovaTextEncode(io.ComfyNode):
@@ -70,7 +71,7 @@ class MovaLatentNode(io.ComfyNode):
             outputs=[MovaLatent.Output(display_name="latent")])
 
     @classmethod
-    def validate_inputs(cls, width, height, frames, fps):
+    def validate_inputs(cls, width=None, height=None, frames=None, fps=None):
         # Declaring these makes ComfyUI skip its own min/max check for them: check_inputs does it.
         checked = check_inputs(cls, {"width": width, "height": height, "frames": frames, "fps": fps})
         if checked is not True:
@@ -80,7 +81,7 @@ class MovaLatentNode(io.ComfyNode):
         try:
             backend.check_geometry(width, height, frames, fps)
         except MovaError as err:
-            return str(err)
+            return fail(cls, str(err))
         return True
 
     @classmethod

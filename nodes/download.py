@@ -13,7 +13,7 @@ from comfy_api.latest import io, ui
 
 from ..runtime import hub
 from . import model_files
-from .types import CATEGORY
+from .types import CATEGORY, check_inputs
 
 COMPONENT_SETS = {
     "all": None,
@@ -53,6 +53,10 @@ class MovaDownloadModels(io.ComfyNode):
             ],
             outputs=[io.String.Output(display_name="report")],
             is_output_node=True, not_idempotent=True)
+
+    @classmethod
+    def validate_inputs(cls, variant=None, components=None):
+        return check_inputs(cls, {"variant": variant, "components": components})
 
     @classmethod
     def execute(cls, variant, components, confirm) -> io.NodeOutput:

@@ -10,11 +10,12 @@ import logging
 from comfy_api.latest import io
 
 from ..models.sampling.guidance import GuidanceSettings, make_guidance
+from .options import BRIDGE_OFF as BRIDGE_OFF_CHOICES, GUIDANCE_FORMS
 from .types import CATEGORY, MovaConditioning, MovaGuidance, check_inputs
+from .validation import fail
 
 log = logging.getLogger("mova")
-FORMS = ["nested", "independent"]
-BRIDGE_OFF = ["both", "separate"]
+FORMS, BRIDGE_OFF = GUIDANCE_FORMS, BRIDGE_OFF_CHOICES
 
 TEXT_TIP = ("Text guidance scale for the {m} (classifier-free guidance against the negative prompt). "
             "MOVA released: 5.0. 1 = no text guidance, and the negative pass is skipped when the other "
@@ -69,14 +70,18 @@ class MovaBridgeGuidance(io.ComfyNode):
             outputs=[MovaGuidance.Output(display_name="guidance")])
 
     @classmethod
-    def validate_inputs(cls, bridge_start=None, bridge_end=None):
-        # Only these two: every input named here skips ComfyUI's own min/max check (check_inputs redoes it).
-        checked = check_inputs(cls, {"bridge_start": bridge_start, "bridge_end": bridge_end})
+    def validate_inputs(cls, video_text_scale=None, audio_text_scale=None, a2v_bridge_scale=None,
+                        v2a_bridge_scale=None, form=None, bridge_off=None, bridge_start=None, bridge_end=None,
+                        batch_passes=None):
+        checked = check_inputs(cls, dict(
+            video_text_scale=video_text_scale, audio_text_scale=audio_text_scale, a2v_bridge_scale=a2v_bridge_scale,
+            v2a_bridge_scale=v2a_bridge_scale, form=form, bridge_off=bridge_off, bridge_start=bridge_start,
+            bridge_end=bridge_end))
         if checked is not True:
             return checked
         if bridge_start is not None and bridge_end is not None and bridge_start > bridge_end:
-            return (f"bridge_start ({bridge_start}) is after bridge_end ({bridge_end}): the Bridge guidance "
-                    "range would be empty. Set start ≤ end (0 and 1 = every step).")
+            return fail(cls, f"bridge_start ({bridge_start}) is after bridge_end ({bridge_end}): the Bridge "
+                             "guidance range would be empty. Set start ≤ end (0 and 1 = every step).")
         return True
 
     @classmethod

@@ -10,12 +10,8 @@ from comfy_api.latest import io
 
 from . import backend as loading
 from . import model_files as mf
+from .options import DTYPES, OFFLOAD, PRESETS, QUANTIZATION
 from .types import CATEGORY, MovaAudioVAE, MovaModel, MovaTextEncoder, MovaVideoVAE, check_inputs
-
-DTYPES = ["auto", "bf16", "fp16", "fp32"]
-QUANTIZATION = ["none", "fp8_e4m3fn", "nf4", "int8"]
-OFFLOAD = ["none", "cpu", "disk"]
-PRESETS = ["mova-360p", "mova-720p"]
 
 DTYPE_TIP = ("Compute/storage dtype. auto = bf16 on a GPU, fp32 on the CPU. Released weights are bf16; "
              "fp16 can overflow in the audio tower.")
@@ -33,7 +29,9 @@ RESIDENT_TIP = "With offload: how many interaction layers stay on the compute de
 
 
 def _component_choices(component: str, folder: str) -> list[str]:
-    return [f"{name}/{component}" for name in mf.mova_folders()] + mf.files(folder)
+    # Only folders that hold the component: a generator-only download offers no `<folder>/audio_vae`.
+    return [f"{name}/{component}" for name in mf.mova_folders()
+            if mf.has_component(name, component)] + mf.files(folder)
 
 
 def _resolve(choice: str, component: str, folder: str):
@@ -72,8 +70,9 @@ class MovaModelLoader(io.ComfyNode):
             outputs=[MovaModel.Output(display_name="model")])
 
     @classmethod
-    def validate_inputs(cls, model):
-        return check_inputs(cls, {"model": model}, {"model": FOLDER_HINT})
+    def validate_inputs(cls, model=None, dtype=None, quantization=None, offload=None, resident_layers=None):
+        return check_inputs(cls, dict(model=model, dtype=dtype, quantization=quantization, offload=offload,
+                                      resident_layers=resident_layers), {"model": FOLDER_HINT})
 
     @classmethod
     def execute(cls, model, dtype, quantization, offload, resident_layers) -> io.NodeOutput:
@@ -103,10 +102,13 @@ class MovaModelLoaderFiles(io.ComfyNode):
             outputs=[MovaModel.Output(display_name="model")])
 
     @classmethod
-    def validate_inputs(cls, video_high_noise, video_low_noise, audio, bridge):
+    def validate_inputs(cls, video_high_noise=None, video_low_noise=None, audio=None, bridge=None, preset=None,
+                        dtype=None, quantization=None, offload=None, resident_layers=None):
         names = {"video_high_noise": video_high_noise, "video_low_noise": video_low_noise, "audio": audio,
                  "bridge": bridge}
-        return check_inputs(cls, names, dict.fromkeys(names, FILE_HINT.format(folder="diffusion_models")))
+        values = dict(names, preset=preset, dtype=dtype, quantization=quantization, offload=offload,
+                      resident_layers=resident_layers)
+        return check_inputs(cls, values, dict.fromkeys(names, FILE_HINT.format(folder="diffusion_models")))
 
     @classmethod
     def execute(cls, video_high_noise, video_low_noise, audio, bridge, preset, dtype, quantization,
@@ -133,8 +135,8 @@ class MovaVideoVAELoader(io.ComfyNode):
             outputs=[MovaVideoVAE.Output(display_name="video_vae")])
 
     @classmethod
-    def validate_inputs(cls, vae):
-        return check_inputs(cls, {"vae": vae}, {"vae": FILE_HINT.format(folder="vae")})
+    def validate_inputs(cls, vae=None, dtype=None):
+        return check_inputs(cls, {"vae": vae, "dtype": dtype}, {"vae": FILE_HINT.format(folder="vae")})
 
     @classmethod
     def execute(cls, vae, dtype) -> io.NodeOutput:
@@ -176,9 +178,9 @@ class MovaTextEncoderLoader(io.ComfyNode):
             outputs=[MovaTextEncoder.Output(display_name="text_encoder")])
 
     @classmethod
-    def validate_inputs(cls, text_encoder):
+    def validate_inputs(cls, text_encoder=None, dtype=None):
         hint = FILE_HINT.format(folder="text_encoders")
-        return check_inputs(cls, {"text_encoder": text_encoder}, {"text_encoder": hint})
+        return check_inputs(cls, {"text_encoder": text_encoder, "dtype": dtype}, {"text_encoder": hint})
 
     @classmethod
     def execute(cls, text_encoder, dtype) -> io.NodeOutput:

@@ -19,14 +19,14 @@ from comfy_api.latest import io
 
 from ..models.lora.stack import LoraEntry, LoraStack, LoraStrengths, apply_lora_stack
 from ..models.lora.formats import is_lora_folder, read_lora
+from .options import LORA_EXPERTS, LORA_MODES
 from .types import CATEGORY, MovaModel, check_inputs
 
 log = logging.getLogger("mova")
 FOLDER = "loras"
 # The pack's own demo LoRA (fits the embedded toy models; used by workflows/lora_bridge_guidance.json).
 DEMO_DIR = Path(__file__).resolve().parents[1] / "embedded" / "loras"
-EXPERTS = ["auto", "both", "high", "low", "audio"]
-MODES = ["merge", "alongside"]
+EXPERTS, MODES = LORA_EXPERTS, LORA_MODES
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()   # (path, mtime, size) -> LoraFile
 _CACHE_SIZE = 8
 
@@ -134,8 +134,12 @@ class MovaLora(io.ComfyNode):
             hidden=[io.Hidden.unique_id])
 
     @classmethod
-    def validate_inputs(cls, lora=None):
-        return check_inputs(cls, {"lora": lora}, {"lora": HINT})
+    def validate_inputs(cls, lora=None, strength_video_high=None, strength_video_low=None, strength_audio=None,
+                        strength_bridge=None, video_expert=None, apply=None):
+        return check_inputs(cls, dict(lora=lora, strength_video_high=strength_video_high,
+                                      strength_video_low=strength_video_low, strength_audio=strength_audio,
+                                      strength_bridge=strength_bridge, video_expert=video_expert, apply=apply),
+                            {"lora": HINT})
 
     @classmethod
     def execute(cls, model, lora, strength_video_high, strength_video_low, strength_audio, strength_bridge,

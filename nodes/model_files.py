@@ -61,6 +61,14 @@ def mova_folder_path(name: str) -> Path:
         "downloaded from OpenMOSS-Team/MOVA-360p); put it in ComfyUI/models/mova/.")
 
 
+def has_component(name: str, component: str) -> bool:
+    """Whether the MOVA folder `name` has a `component/` folder (e.g. audio_vae/)."""
+    try:
+        return (mova_folder_path(name) / component).is_dir()
+    except CheckpointError:
+        return False
+
+
 def files(folder: str) -> list[str]:
     """Weight files in a ComfyUI model folder (`diffusion_models`, `vae`, `text_encoders`)."""
     return [f for f in folder_paths.get_filename_list(folder)

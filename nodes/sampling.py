@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..models.sampling import preview
 from . import backend
+from .options import SCHEDULES
 from .types import CATEGORY, MovaConditioning, MovaGuidance, MovaLatent, MovaModel, check_inputs
 
 
@@ -42,7 +43,7 @@ class MovaSampler(io.ComfyNode):
                 io.Float.Input("audio_cfg", default=5.0, min=0.0, max=30.0, step=0.1,
                                tooltip="Text guidance scale for the audio (MOVA: 5.0, same as video)."),
                 # Inputs below were appended after the first release: optional, so saved graphs load.
-                io.Combo.Input("schedule", options=["mova", "diffsynth"], default="mova", optional=True,
+                io.Combo.Input("schedule", options=SCHEDULES, default="mova", optional=True,
                                tooltip="Timestep schedule: mova = the released FlowMatchPairScheduler "
                                        "(default); diffsynth = DiffSynth's variant (sigma_min 0)."),
                 MovaGuidance.Input("guidance", optional=True,
@@ -58,8 +59,10 @@ class MovaSampler(io.ComfyNode):
             hidden=[io.Hidden.unique_id])
 
     @classmethod
-    def validate_inputs(cls, schedule=None):
-        return check_inputs(cls, {"schedule": schedule})
+    def validate_inputs(cls, seed=None, steps=None, shift=None, boundary=None, video_cfg=None, audio_cfg=None,
+                        schedule=None, audio_shift=None):
+        return check_inputs(cls, dict(seed=seed, steps=steps, shift=shift, boundary=boundary, video_cfg=video_cfg,
+                                      audio_cfg=audio_cfg, schedule=schedule, audio_shift=audio_shift))
 
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, shift, boundary, video_cfg, audio_cfg,

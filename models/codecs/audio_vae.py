@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import AudioVAEConfig, load_component_config
 from ...common.errors import CheckpointError, ConfigError, InputError
+from ...common.files import load_safetensors
 
 
 class Snake1d(nn.Module):
@@ -222,8 +223,6 @@ def audio_vae_from_state_dict(sd: Mapping[str, torch.Tensor], cfg: AudioVAEConfi
 def load_audio_vae(path, device="cpu", cfg: Optional[AudioVAEConfig] = None) -> AudioVAE:
     """MOVA `audio_vae/` folder (config.json + diffusion_pytorch_model.safetensors) or a single
     .safetensors file (then `cfg`, or the released config when None)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if path.is_dir():
         cfg = cfg or load_component_config(path, "audio_vae")
@@ -233,4 +232,4 @@ def load_audio_vae(path, device="cpu", cfg: Optional[AudioVAEConfig] = None) -> 
         path = files[0]
     if not path.is_file():
         raise CheckpointError(f"{path}: audio VAE file not found.")
-    return audio_vae_from_state_dict(load_file(str(path)), cfg or AudioVAEConfig(), device=device)
+    return audio_vae_from_state_dict(load_safetensors(path, "audio VAE"), cfg or AudioVAEConfig(), device=device)

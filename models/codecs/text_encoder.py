@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import TextEncoderConfig
 from ...common.errors import CheckpointError, InputError
+from ...common.files import load_safetensors
 
 MAX_LENGTH = 512
 PAD_ID, EOS_ID = 0, 1  # umT5 / T5 special token ids
@@ -190,11 +191,9 @@ def build_umt5(sd: Mapping[str, torch.Tensor], cfg: TextEncoderConfig, device="c
 
 
 def _read_safetensors(paths: Sequence[Path]) -> dict:
-    from safetensors.torch import load_file
-
     sd = {}
     for path in paths:
-        sd.update(load_file(str(path)))
+        sd.update(load_safetensors(path, "text encoder"))
     return sd
 
 

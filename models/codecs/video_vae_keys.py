@@ -102,6 +102,23 @@ def detect_layout(keys) -> str:
         "Pick wan_2.1_vae.safetensors (ComfyUI models/vae) or MOVA's video_vae/ file.")
 
 
+def _check_video_shapes(sd: Mapping[str, torch.Tensor], layout: str) -> None:
+    """A 2-D image VAE (SD, SDXL, Flux) shares diffusers' key names but has 4-D convolutions and 4 or
+    16 latent channels: refuse it by shape before anything is built from it."""
+    conv_in, post = (("encoder.conv1.weight", "conv2.weight") if layout == NATIVE
+                     else ("encoder.conv_in.weight", "post_quant_conv.weight"))
+    dims = getattr(sd[conv_in], "ndim", None)
+    if dims != 5:
+        raise CheckpointError(
+            f"this is a 2-D image VAE ({conv_in} is {dims}-D; a video VAE's convolutions are 5-D), e.g. SD/"
+            "SDXL/Flux; MOVA needs the Wan 2.1 video VAE. Load wan_2.1_vae.safetensors or MOVA's video_vae/.")
+    z_dim = sd[post].shape[0]
+    if z_dim != 16:
+        raise CheckpointError(
+            f"video VAE has {z_dim} latent channels; MOVA needs the Wan 2.1 VAE with 16. "
+            "Use wan_2.1_vae.safetensors or MOVA's video_vae/ folder.")
+
+
 def infer_config(native_sd: Mapping[str, torch.Tensor]) -> VideoVAEConfig:
     """Widths from the weights (stock Wan 2.1 files carry no config): base_dim and z_dim."""
     base_dim = native_sd["encoder.conv1.weight"].shape[0]
@@ -118,6 +135,7 @@ def to_native(sd: Mapping[str, torch.Tensor], cfg: VideoVAEConfig | None = None
     """Any supported layout -> (native state dict, detected layout name)."""
     sd = _strip_wrapper(sd)
     layout = detect_layout(sd.keys())
+    _check_video_shapes(sd, layout)
     if layout == NATIVE:
         return dict(sd), layout
     from .video_vae import WanVideoVAE  # local: video_vae imports nothing from here at module level

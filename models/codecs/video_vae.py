@@ -10,7 +10,6 @@ chunk and the result equals the reference chunk by chunk.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from ..config import VideoVAEConfig
 from ...common.errors import CheckpointError, ConfigError, InputError
+from ...common.files import read_json, read_weights
 
 CACHE_FRAMES = 2  # a k=3 causal conv needs the two previous frames
 
@@ -357,11 +357,7 @@ def video_vae_from_state_dict(sd: Mapping[str, torch.Tensor], cfg: Optional[Vide
 
 
 def _read_weights(path: Path) -> dict:
-    if path.suffix in (".pt", ".pth", ".ckpt"):
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        return sd.get("model_state", sd) if isinstance(sd, dict) else sd
-    from safetensors.torch import load_file
-    return load_file(str(path))
+    return read_weights(path, "video VAE")
 
 
 def load_video_vae(path, dtype: torch.dtype = torch.float32, device="cpu") -> WanVideoVAE:
@@ -371,7 +367,7 @@ def load_video_vae(path, dtype: torch.dtype = torch.float32, device="cpu") -> Wa
     cfg = None
     if path.is_dir():
         if (path / "config.json").is_file():
-            raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            raw = read_json(path / "config.json", "video VAE config")
             _check_diffusers_config(raw, str(path / "config.json"))
             cfg = VideoVAEConfig.from_dict(raw, str(path / "config.json"))
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.pth"))

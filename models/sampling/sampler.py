@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .conditioning import check_y
+from .finite import check_settings, check_step
 from ...common.errors import InputError, SamplingStopped
 from ..net.joint import joint_forward
 from .schedule import SCHEDULES, euler_step, make_schedule
@@ -157,6 +158,7 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
     """Denoise (video [B,16,F,H,W], audio [B,C,L]) from noise; returns fp32 latents."""
     cfg = generator.config
     check_inputs(cfg, video_noise, audio_noise, positive, negative, y)
+    check_settings(settings)
     schedule = make_schedule(settings.schedule, settings.steps, settings.shift, cfg.scheduler)
     audio_schedule = (make_schedule(settings.schedule, settings.steps, settings.audio_shift, cfg.scheduler)
                       if settings.own_audio_schedule else schedule)
@@ -189,6 +191,7 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
         video = euler_step(video, video_v, schedule.sigma_from[i].to(device), schedule.sigma_to[i].to(device))
         audio = euler_step(audio, audio_v, audio_schedule.sigma_from[i].to(device),
                            audio_schedule.sigma_to[i].to(device))
+        check_step(i, total, video, audio, LOW_NOISE if low_noise else HIGH_NOISE)
         if on_step is not None:
             on_step(StepInfo(i, total, LOW_NOISE if low_noise else HIGH_NOISE, len(passes), t.item(), video, audio))
     return video, audio

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ...kernels.attention import attention
 from ..config import DiTConfig
+from .fused import block_forward
 from .rope import apply_wan_rope, wan_audio_rope, wan_video_rope
 
 
@@ -79,6 +80,9 @@ class DiTBlock(nn.Module):
 
     def forward(self, x, context, t_mod, rope):
         """x [B, L, dim]; context [B, Lt, dim]; t_mod [B, 6, dim] in x's dtype; rope from rope.py."""
+        fused = self.__dict__.get("_fused")  # opt-in compiled elementwise work (models/net/fused.py)
+        if fused is not None:
+            return block_forward(self, fused, x, context, t_mod, rope)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.modulation.to(t_mod.dtype) + t_mod).chunk(6, dim=1)
         y = self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)

@@ -47,7 +47,7 @@ from mova_pack.kernels import quant
 from mova_pack.models.sampling import sampler as sampler_mod
 from mova_pack.models.codecs.audio_vae import load_audio_vae
 from mova_pack.models.sampling.conditioning import first_frame_y, latent_shapes
-from mova_pack.models.net.generator import load_generator
+from mova_pack.runtime.loading import load_generator
 from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings
 from mova_pack.models.net.joint import joint_forward
 from mova_pack.models.codecs.text_encoder import load_text_encoder
@@ -58,6 +58,8 @@ from mova_pack.toy.train import latents as designed
 from mova_pack.toy.train.common import channels_last, video_tensor
 from mova_pack.toy.train.configs import AUDIO_SHIFT, MODEL_DIR, NEGATIVE_PROMPT
 from mova_pack.toy.train.pipeline import designed_audio_stats
+
+import eval_given  # noqa: E402  (its rows use this module's helpers)
 
 SYNC_GOAL_MS = 40.0
 JUMP_PX = 12.0
@@ -331,6 +333,10 @@ def main(argv=None) -> int:
     parser.add_argument("--fast", action="store_true", help="only bridge_on / bridge_off (no sweep, quant, references)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mp4", type=Path, default=None, help="also write the bridge_on clips as mp4 here")
+    parser.add_argument("--given-only", action="store_true",
+                        help="only the given-video / given-audio / extend rows (scripts/eval_given.py) on the "
+                             "first --detail-clips clips")
+    parser.add_argument("--windows", type=int, default=3, help="windows of the extend row")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.clips < 1 or args.steps < 1:
@@ -374,6 +380,8 @@ def main(argv=None) -> int:
         report(label)
         return clips
 
+    if args.given_only:
+        return given_only(args, toy, prompts, audio_shift, t0)
     bridge_on = run("bridge_on", use=all_prompts, bridge="on")
     bridge_off = run("bridge_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), use=all_prompts, bridge="off")
     on_label = "bridge_on"
@@ -406,6 +414,7 @@ def main(argv=None) -> int:
                              toy, toy.generator(), prompts, args.steps, args.cfg, on, clean, shift),
                          bridge="on" if on else "off", audio_shift=shift)
         rows.update(references(toy, prompts))
+        rows.update(eval_given.rows(toy, prompts, args.steps, args.cfg, audio_shift, args.windows, _report_given))
     on, off = rows["bridge_on"].get("sync", {}), rows["bridge_off"].get("sync", {})
     on_ms, off_ms = on.get("median_abs_offset_ms"), off.get("median_abs_offset_ms")
     result = {
@@ -420,6 +429,24 @@ def main(argv=None) -> int:
         "rows": rows,
         "seconds": round(time.monotonic() - t0, 1),
     }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json} in {result['seconds']} s")
+    return 0
+
+
+def _report_given(label, row):
+    s = row.get("sync", {})
+    print(f"{label:28s} sync {s.get('median_abs_offset_ms')} ms  adherence {row.get('adherence')}  "
+          f"{ {k: row[k] for k in ('per_window_sync_ms', 'seam', 'cut_between_unrelated_clips') if k in row} }  "
+          f"({row['seconds']} s)", flush=True)
+
+
+def given_only(args, toy, prompts, audio_shift, t0) -> int:
+    """The rows of eval_given alone (issue 26), written as their own JSON."""
+    rows = eval_given.rows(toy, prompts, args.steps, args.cfg, audio_shift, args.windows, _report_given)
+    result = {"model": str(args.model), "clips": len(prompts), "steps": args.steps, "text_cfg": args.cfg,
+              "audio_shift": audio_shift, "rows": rows, "seconds": round(time.monotonic() - t0, 1)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json} in {result['seconds']} s")

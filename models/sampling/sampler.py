@@ -154,8 +154,9 @@ def check_inputs(config, video_noise, audio_noise, positive, negative, y):
 @torch.no_grad()
 def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, positive: torch.Tensor,
            negative: Optional[torch.Tensor], y: Optional[torch.Tensor], settings: SamplerSettings,
-           guidance=None, on_step: Callable = None, should_stop: Callable = None):
-    """Denoise (video [B,16,F,H,W], audio [B,C,L]) from noise; returns fp32 latents."""
+           guidance=None, on_step: Callable = None, should_stop: Callable = None, given=None):
+    """Denoise (video [B,16,F,H,W], audio [B,C,L]) from noise; returns fp32 latents.
+    given: a GivenLatents (given.py) holding a video/audio (or a prefix of frames) fixed."""
     cfg = generator.config
     check_inputs(cfg, video_noise, audio_noise, positive, negative, y)
     check_settings(settings)
@@ -171,6 +172,8 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
     device = generator.device
     video = video_noise.to(device=device, dtype=torch.float32)
     audio = audio_noise.to(device=device, dtype=torch.float32)
+    if given is not None:   # substitutes the given parts before every forward
+        runner = given.runner(runner, generator, video, audio, schedule, audio_schedule)
     contexts = {"positive": positive, "negative": negative, **getattr(guidance, "contexts", {})}
     boundary = settings.boundary_ratio * cfg.scheduler.num_train_timesteps
     low_noise = False
@@ -194,4 +197,4 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
         check_step(i, total, video, audio, LOW_NOISE if low_noise else HIGH_NOISE)
         if on_step is not None:
             on_step(StepInfo(i, total, LOW_NOISE if low_noise else HIGH_NOISE, len(passes), t.item(), video, audio))
-    return video, audio
+    return (video, audio) if given is None else given.finish(video, audio)

@@ -28,6 +28,8 @@ from ..runtime.offload import OffloadSettings
 from ..runtime import hub
 from ..models.config import PRESETS, load_mova_config
 from ..common.errors import MovaError
+from ..common.files import clean
+from . import options
 from ..models.sampling.guidance import DualGuidance, GuidanceSettings
 from ..models.sampling.sampler import TextCFG
 
@@ -39,6 +41,11 @@ DEFAULTS = {"width": 640, "height": 352, "frames": 97, "fps": 24.0, "dtype": "au
             "offload": "none", "resident_layers": 40, "cfg_passes": 2, "steps": 50,
             "video_cfg": 5.0, "audio_cfg": 5.0}
 MAX_PASSES = 8      # the planner never asks for more than 5 (nested, separate bridge-off, audio negative)
+ECHO = 60           # at most this many characters of a request value go back in an error message
+
+
+def _echo(value) -> str:
+    return clean(repr(value), ECHO)
 
 
 class RequestError(MovaError):
@@ -49,6 +56,7 @@ class RequestError(MovaError):
 class Host:
     """What the routes need from the running ComfyUI (injected, so tests need no ComfyUI)."""
     find_mova_folder: Callable[[str], Optional[Path]] = lambda name: None
+    model_names: Callable[[], list] = lambda: []     # the MOVA Model Loader's entries: the only names resolved
     mova_roots: Callable[[], list] = lambda: []
     device_type: Callable[[], str] = lambda: "cuda"
     device_total_bytes: Callable[[], Optional[int]] = lambda: None   # VRAM of this machine's GPU
@@ -58,31 +66,43 @@ class Host:
 def _number(query: dict, key: str, kind, low, high):
     raw = query.get(key, DEFAULTS[key])
     try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise RequestError(f"{key} must be a number, got {raw!r}") from None
+        if isinstance(raw, bool):
+            raise ValueError
+        number = float(raw)          # 1e999, "inf", "nan" and 5,000-digit strings all end here
+        if not math.isfinite(number) or (kind is int and number != int(number)):
+            raise ValueError
+        value = float(number) if kind is float else int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{key} must be a finite number between {low} and {high}, got {_echo(raw)}") from None
     if not low <= value <= high:
-        raise RequestError(f"{key} must be between {low} and {high}, got {value}")
+        raise RequestError(f"{key} must be between {low} and {high}, got {_echo(value)}")
     return value
 
 
 def _choice(query: dict, key: str, options) -> str:
-    value = str(query.get(key, DEFAULTS[key]))
-    if value not in options:
-        raise RequestError(f"{key} must be one of {', '.join(options)}, got {value!r}")
+    value = query.get(key, DEFAULTS[key])
+    if not isinstance(value, str) or value not in options:
+        raise RequestError(f"{key} must be one of {', '.join(options)}, got {_echo(value)}")
     return value
 
 
 def _config(query: dict, host: Host):
-    """The architecture to plan for: the named MOVA folder's config.json files, else a preset."""
+    """The architecture to plan for: a MOVA Model Loader entry's config.json files, else a preset.
+    Names are resolved only among the loader's entries (never as a path), so no other folder is read
+    and an answer never tells whether some folder exists."""
     model = query.get("model")
     if model:
-        folder = host.find_mova_folder(str(model))
-        if folder is not None:
-            return load_mova_config(folder), str(model)
-    preset = str(query.get("preset") or "mova-360p")
-    if preset not in PRESETS:
-        raise RequestError(f"unknown model {model!r} / preset {preset!r}; presets: {', '.join(PRESETS)}")
+        names = list(host.model_names())
+        if not isinstance(model, str) or model not in names:
+            shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+            raise RequestError(f"unknown model {_echo(model)}; the MOVA Model Loader lists: {shown or 'none'}")
+        folder = host.find_mova_folder(model)
+        if folder is None:
+            raise RequestError(f"model {_echo(model)} is listed but its folder is gone; refresh the node list")
+        return load_mova_config(folder), model
+    preset = query.get("preset") or "mova-360p"
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise RequestError(f"unknown preset {_echo(preset)}; presets: {', '.join(PRESETS)}")
     return PRESETS[preset], preset
 
 
@@ -99,7 +119,7 @@ def guidance_passes(query: dict) -> dict:
         n = len(cfg.plan(0, 1000.0))
         return {"source": "sampler cfg", "per_step": n, "per_forward": 1, "batched": False}
     if not isinstance(raw, dict):
-        raise RequestError(f"guidance must be an object of MOVA Bridge Guidance widget values, got {raw!r}")
+        raise RequestError(f"guidance must be an object of MOVA Bridge Guidance widget values, got {_echo(raw)}")
     settings = GuidanceSettings.from_widgets(raw)   # bad values raise InputError (a MovaError: HTTP 400)
     negative = torch.zeros(1) if raw.get("audio_negative") else None   # only "is it linked" matters here
     guidance = DualGuidance(settings, audio_negative=negative, steps=steps)
@@ -135,9 +155,9 @@ def estimate(query: dict, host: Host = Host()) -> dict:
                                           _number(query, "height", int, 16, 8192),
                                           _number(query, "frames", int, 1, 4097))
     fps = _number(query, "fps", float, 1.0, 240.0)
-    quantization = _choice(query, "quantization", QUANT_TO_PLANNER)
-    offload = _choice(query, "offload", ("none", *OFFLOAD_TO_STORAGE))
-    dtype = _choice(query, "dtype", ("auto", "bf16", "fp16", "fp32"))
+    quantization = _choice(query, "quantization", options.QUANTIZATION)
+    offload = _choice(query, "offload", options.OFFLOAD)
+    dtype = _choice(query, "dtype", options.DTYPES)
     if dtype == "auto":   # what the loader picks: bf16 on a GPU, fp32 on the CPU
         dtype = "bf16" if host.device_type() == "cuda" else "fp32"
     resident = _number(query, "resident_layers", int, -1, 4096)
@@ -209,10 +229,16 @@ def _comfy_host() -> Host:
 
     def find(name):
         model_files.register_folders()      # idempotent; the `mova` key may not exist yet
+        if name not in model_files.mova_folders():
+            return None
         try:
             return model_files.mova_folder_path(name)
         except MovaError:
             return None
+
+    def names():
+        model_files.register_folders()
+        return model_files.mova_folders()
 
     def roots():
         model_files.register_folders()
@@ -223,6 +249,7 @@ def _comfy_host() -> Host:
         return mm.get_total_memory(dev) if dev.type == "cuda" else None
 
     return Host(find_mova_folder=find,
+                model_names=names,
                 mova_roots=roots,
                 device_type=lambda: mm.get_torch_device().type,
                 device_total_bytes=vram,
@@ -242,10 +269,11 @@ def register_routes(routes=None, host: Optional[Host] = None) -> None:
         try:
             return web.json_response(fn(query))
         except MovaError as err:
-            return web.json_response({"error": str(err)}, status=400)
-        except Exception as err:   # never a 500 with a traceback page for a widget refresh
-            log.exception("MOVA estimate failed")
-            return web.json_response({"error": f"{type(err).__name__}: {err}"}, status=500)
+            return web.json_response({"error": clean(err, 400)}, status=400)
+        except Exception:   # a request we did not foresee: 400, a short message, the traceback in the log
+            log.exception("MOVA estimate failed for a request")
+            return web.json_response({"error": "these settings cannot be estimated; check the numbers and "
+                                               "choices (see the ComfyUI log for details)"}, status=400)
 
     @routes.get("/mova/estimate")
     async def get_estimate(request):

@@ -14,7 +14,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mova_pack.runtime import planner
 from mova_pack.models.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +24,30 @@ if "mova_pack.nodes" not in sys.modules:
 from mova_pack.nodes import routes  # noqa: E402
 
 
-def test_estimate_follows_the_planner_and_quantization_lowers_it():
+def _released_parameters():
+    """(all parameters, Linear weights) of the released generator, counted from the modules themselves
+    (meta device), not from the planner the estimate uses."""
+    import torch
+    from mova_pack.models.net.bridge import DualTowerBridge
+    from mova_pack.models.net.dit import AudioDiT, VideoDiT
+    cfg = PRESETS["mova-360p"]
+    with torch.device("meta"):
+        towers = [VideoDiT(cfg.video_dit), VideoDiT(cfg.video_dit), AudioDiT(cfg.audio_dit), DualTowerBridge(cfg.bridge)]
+    total = sum(p.numel() for m in towers for p in m.parameters())
+    from mova_pack.kernels.quant import should_quantize
+    linear = sum(x.weight.numel() for m in towers for path, x in m.named_modules() if should_quantize(path, x))
+    return total, linear
+
+
+def test_estimate_weights_match_the_real_model_and_quantization_lowers_them():
     q = {"preset": "mova-360p", "width": 640, "height": 352, "frames": 97, "dtype": "bf16"}
     plain = routes.estimate({**q, "quantization": "none"})
     fp8 = routes.estimate({**q, "quantization": "fp8_e4m3fn"})
-    expected = planner.plan_memory(PRESETS["mova-360p"], 640, 352, 97, fps=24.0, dtype="bf16", quant="fp8_e4m3fn")
-    assert fp8["vram_gb"] == round(expected.vram_bytes / 1e9, 2)
+    total, linear = _released_parameters()
+    # both experts resident: every parameter in bf16 (2 bytes); fp8: the Linear weights the quantizer
+    # replaces take 1 byte (plus per-tensor scales), the rest stays bf16
+    assert plain["denoise"]["weights_resident"] == pytest.approx(2 * total, rel=1e-6)
+    assert fp8["denoise"]["weights_resident"] == pytest.approx(linear + 2 * (total - linear), rel=1e-3)
     assert fp8["vram_gb"] < plain["vram_gb"] - 10           # ~18 GB less weights
     assert fp8["text"].startswith(f"VRAM ≈ {fp8['vram_gb']:.1f} GB · RAM ≈ {fp8['host_gb']:.1f} GB")
     assert "quant fp8_e4m3fn" in fp8["text"] and fp8["seconds"] == pytest.approx(97 / 24, abs=0.01)
@@ -67,20 +84,28 @@ def test_model_folder_config_is_used(tmp_path):
     for name, part in (("video_dit", cfg.video_dit), ("audio_dit", cfg.audio_dit), ("dual_tower_bridge", cfg.bridge)):
         (folder / name).mkdir(parents=True)
         (folder / name / "config.json").write_text(json.dumps(part.to_dict()))
-    host = routes.Host(find_mova_folder=lambda n: folder if n == "my-tiny" else None)
+    host = routes.Host(find_mova_folder=lambda n: folder if n == "my-tiny" else None,
+                       model_names=lambda: ["my-tiny"])
     tiny = routes.estimate({"model": "my-tiny", "width": 64, "height": 64, "frames": 49}, host)
-    big = routes.estimate({"model": "not-there", "width": 64, "height": 64, "frames": 49}, host)
+    big = routes.estimate({"preset": "mova-360p", "width": 64, "height": 64, "frames": 49}, host)
     assert tiny["model"] == "my-tiny" and big["model"] == "mova-360p"
     assert tiny["vram_gb"] < big["vram_gb"]
-    assert tiny["host"]["dit_weights"] < big["host"]["dit_weights"] / 1000
+    assert tiny["denoise"]["weights_resident"] < big["denoise"]["weights_resident"] / 1000
 
 
 @pytest.mark.parametrize("query, message", [
-    ({"width": "wide"}, "width must be a number"),
+    ({"width": "wide"}, "width must be a finite number"),
+    ({"width": float("inf")}, "width must be a finite number"),
+    ({"width": 1e999}, "width must be a finite number"),
+    ({"fps": "nan"}, "fps must be a finite number"),
+    ({"frames": 97.5}, "frames must be a finite number"),
+    ({"frames": True}, "frames must be a finite number"),
+    ({"dtype": "float64"}, "dtype must be one of"),
+    ({"dtype": ["bf16"]}, "dtype must be one of"),
     ({"frames": 100000}, "frames must be between"),
     ({"quantization": "q4"}, "quantization must be one of"),
     ({"offload": "gpu"}, "offload must be one of"),
-    ({"preset": "mova-1080p"}, "unknown model"),
+    ({"preset": "mova-1080p"}, "unknown preset"),
 ])
 def test_bad_queries_raise_clear_errors(query, message):
     with pytest.raises(routes.RequestError, match=message):
@@ -129,9 +154,7 @@ def test_batched_guidance_passes_reach_the_planner():
     wide = routes.estimate({**base, "guidance": {**GUIDANCE_NODE, "batch_passes": True, "bridge_off": "separate",
                                                  "audio_negative": True}})
     assert wide["guidance"]["per_forward"] == 3 and wide["cfg_passes"] == 5
-    expected = planner.plan_memory(PRESETS["mova-360p"], 640, 352, 97, dtype="bf16", cfg_passes=3,
-                                   passes_per_forward=2)
-    assert batched["vram_gb"] == round(expected.vram_bytes / 1e9, 2)
+    assert batched["denoise"]["weights_resident"] == single["denoise"]["weights_resident"]
     assert batched["vram"]["activations"] > single["vram"]["activations"]
 
 
@@ -171,9 +194,37 @@ def test_http_handlers_on_a_loopback_server():
             r = await client.post("/mova/estimate", json={"preset": "mova-360p", "quantization": "none"})
             assert r.status == 200 and (await r.json())["vram_gb"] > got["vram_gb"]
             r = await client.post("/mova/estimate", json={"frames": "many"})
-            assert r.status == 400 and "frames must be a number" in (await r.json())["error"]
+            assert r.status == 400 and "frames must be a finite number" in (await r.json())["error"]
             r = await client.post("/mova/estimate", data="not json")
             assert r.status == 400
             r = await client.get("/mova/models")
             assert r.status == 200 and len((await r.json())["variants"]) == 2
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("model", ["../../../../tmp/x", "/etc", "my-tiny/../my-tiny", "x" * 5000, ["my-tiny"], 7])
+def test_model_names_resolve_only_among_the_loader_entries(tmp_path, model):
+    looked_up = []
+    host = routes.Host(find_mova_folder=lambda n: looked_up.append(n) or tmp_path, model_names=lambda: ["my-tiny"])
+    with pytest.raises(routes.RequestError, match="unknown model") as err:
+        routes.estimate({"model": model}, host)
+    assert looked_up == []                                  # no folder was even looked for
+    assert "my-tiny" in str(err.value) and len(str(err.value)) < 200
+
+
+def test_http_errors_are_400_short_and_never_500():
+    async def run():
+        table = web.RouteTableDef()
+        routes.register_routes(table, routes.Host(device_type=lambda: "cuda", model_names=lambda: ["mova-toy"]))
+        app = web.Application()
+        app.add_routes(table)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for body in ('{"width": 1e999}', '{"height": -Infinity}', '{"fps": NaN}', '{"model": "%s"}' % ("y" * 5000),
+                         '{"guidance": {"form": ["x"]}}', '{"resident_layers": {"a": 1}}', "[1, 2]", "null"):
+                r = await client.post("/mova/estimate", data=body, headers={"Content-Type": "application/json"})
+                text = await r.text()
+                assert r.status == 400, (body[:40], r.status, text)
+                assert len(json.loads(text)["error"]) <= 400 and "yyyyyyyyyy" * 10 not in text
+            r = await client.get("/mova/estimate", params={"model": "../../../../tmp"})
+            assert r.status == 400 and "mova-toy" in (await r.json())["error"]
     asyncio.run(run())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import comfy.model_management
 import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
@@ -30,6 +31,12 @@ def download_roots() -> list[Path]:
     model_files.register_folders()
     return [Path(p) for p in folder_paths.get_folder_paths(model_files.FOLDER)
             if Path(p).resolve() != model_files.EMBEDDED_DIR.resolve()]
+
+
+def _interrupted() -> bool:
+    """ComfyUI's Cancel, checked by the download between files and chunks (raises when pressed)."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    return False
 
 
 class MovaDownloadModels(io.ComfyNode):
@@ -71,7 +78,8 @@ class MovaDownloadModels(io.ComfyNode):
         else:
             bar = comfy.utils.ProgressBar(len(hub.manifest(variant, wanted)))
             report = hub.download(variant, target, roots, confirm=True, components=wanted,
-                                  on_file=lambda i, n, path: bar.update_absolute(i, n))
+                                  on_file=lambda i, n, path: bar.update_absolute(i, n),
+                                  should_stop=_interrupted)
             bar.update_absolute(len(report.files))
             text = report.summary()
         return io.NodeOutput(text, ui=ui.PreviewText(text))

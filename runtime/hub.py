@@ -2,8 +2,9 @@
 
 Nothing here runs on import and nothing downloads unless `download(..., confirm=True)` is called.
 Files land only under `target_dir`, which must lie inside one of the `allowed_roots` the caller
-passes (the ComfyUI model folders). Downloads resume from the partial file huggingface-hub keeps in
-`<target_dir>/.cache/huggingface/download/`. Each file is verified after download:
+passes (the ComfyUI model folders). Each file is fetched as `<name>.part` (resumed with HTTP Range on
+the next attempt or run) and renamed once verified. Timeouts are short and attempts bounded; the
+caller's `should_stop` is honoured between files and chunks. Each file is verified after download:
 - size: against the size given in spec §1-§7 where known, else against the size the Hub reports;
 - hash: against a sha256 in the manifest where known (none are published in the spec), else against
   the Hub's ETag when it is a content hash (sha256 for LFS weight files, git blob sha1 for small
@@ -14,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
-from urllib.parse import urlsplit
 
 from ..common.errors import MovaError
 
@@ -178,49 +178,112 @@ def verify_file(local: Path, expected_size: Optional[int], sha256: Optional[str]
     return kind
 
 
+CONNECT_TIMEOUT = 5.0      # s: a host that does not accept a connection in this long is unreachable
+READ_TIMEOUT = 10.0        # s: no byte for this long = the server stopped answering (retry, then fail)
+PROBE_TIMEOUT = 5.0        # s: the first request's answer (a black hole fails here, and Cancel waits no longer)
+CHUNK = 1 << 16            # bytes per read: the interrupt check runs between chunks
+RETRY_PAUSE = 1.0          # s between attempts
+
+
 def _offline_error(variant: str, endpoint: str, exc: BaseException) -> DownloadError:
     return DownloadError(
         f"cannot reach the Hugging Face Hub at {endpoint} to download {REPOS[variant]} "
-        f"({type(exc).__name__}: {exc}). Check the network/proxy (HF_ENDPOINT, HTTPS_PROXY), or download "
+        f"({_reason(exc)}). Check the network/proxy (HF_ENDPOINT, HTTPS_PROXY), or download "
         f"the files by hand from https://huggingface.co/{REPOS[variant]} into the MOVA model folder.")
 
 
+def _reason(exc: BaseException) -> str:
+    import requests
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no connection within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, requests.ReadTimeout):
+        return "the server accepted the connection but did not answer in time"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection refused or dropped"
+    return type(exc).__name__
+
+
+def _stop_check(should_stop: Optional[Callable[[], bool]]) -> None:
+    """`should_stop()` raises (ComfyUI's interrupt) or returns True: either way the download stops
+    here, between files or chunks; a partial file stays as `<name>.part` for the next run."""
+    if should_stop is not None and should_stop():
+        raise DownloadError("download stopped on request; run it again to resume (partial files are kept "
+                            "as .part and never used as weights).")
+
+
 def _probe(variant: str, endpoint: str) -> None:
-    """Fail in seconds, not after huggingface-hub's ~23 s of retries, when the Hub host cannot be
-    reached at all. Skipped behind a proxy (the proxy, not us, connects to the host)."""
-    if any(os.environ.get(k) or os.environ.get(k.lower()) for k in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")):
-        return
-    url = urlsplit(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """One short HTTP request to the Hub (through any proxy requests is configured for): fails in
+    seconds when the host is down or accepts connections and never answers."""
+    import requests
     try:
-        socket.create_connection((url.hostname, port), timeout=10).close()
-    except OSError as exc:
+        requests.head(endpoint + "/", timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT), allow_redirects=False).close()
+    except requests.RequestException as exc:
         raise _offline_error(variant, endpoint, exc) from None
+
+
+def urlsplit_host(url: str) -> str:
+    from urllib.parse import urlsplit
+    return urlsplit(url).netloc
+
+
+def _part(local: Path) -> Path:
+    return local.with_name(local.name + ".part")
+
+
+def _transfer(url: str, local: Path, expected: Optional[int], headers: dict, should_stop) -> None:
+    """GET `url` into `<local>.part` (resuming with HTTP Range from what is there), chunk by chunk with
+    the stop check in between; the caller verifies and renames it."""
+    import requests
+    part = _part(local)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    start = part.stat().st_size if part.is_file() else 0
+    if expected is not None and start > expected:
+        part.unlink()
+        start = 0
+    if expected is not None and start == expected:
+        return
+    ask = dict(headers, **({"Range": f"bytes={start}-"} if start else {}))
+    with requests.get(url, headers=ask, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as resp:
+        if start and resp.status_code == 200:      # the server ignored the range: start over
+            start = 0
+        resp.raise_for_status()
+        with open(part, "ab" if start else "wb") as fh:
+            for chunk in resp.iter_content(CHUNK):
+                _stop_check(should_stop)
+                fh.write(chunk)
 
 
 def download(variant: str, target_dir, allowed_roots: Sequence, *, confirm: bool,
              components: Optional[Iterable[str]] = None, revision: str = "main",
              endpoint: Optional[str] = None, token=None, verify_hashes: bool = True, attempts: int = 3,
-             on_file: Optional[Callable[[int, int, str], None]] = None) -> DownloadReport:
+             on_file: Optional[Callable[[int, int, str], None]] = None,
+             should_stop: Optional[Callable[[], bool]] = None) -> DownloadReport:
     """Download (or resume) the files of `variant` into `target_dir` (the MOVA folder: it will hold
     model_index.json, video_dit/, ...). `confirm` must be True: this function is the only place the
-    pack downloads anything, and only because the user asked. `on_file(i, n, path)` reports progress."""
+    pack downloads anything, and only because the user asked. `on_file(i, n, path)` reports progress;
+    `should_stop()` is checked between files and between chunks (ComfyUI's Cancel).
+    Each file is written as `<name>.part` and renamed only once its size and hash check out, so an
+    interrupted or failed download never leaves a file that looks complete."""
     if not confirm:
         raise DownloadError("download not confirmed: set confirm=True to download the MOVA files "
                             "(tens of GB); nothing was downloaded.")
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
                                         LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError)
+    from huggingface_hub.utils import build_hf_headers
     import requests
 
+    attempts = max(1, min(int(attempts), 5))
     target = check_target(target_dir, allowed_roots)
     files = manifest(variant, components)
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     repo = REPOS[variant]
+    _stop_check(should_stop)
     _probe(variant, endpoint)
     network = (requests.ConnectionError, requests.Timeout, OfflineModeIsEnabled, LocalEntryNotFoundError)
     results = []
     for i, f in enumerate(files):
+        _stop_check(should_stop)
         if on_file:
             on_file(i, len(files), f.path)
         local = target / f.path
@@ -228,7 +291,8 @@ def download(variant: str, target_dir, allowed_roots: Sequence, *, confirm: bool
             raise DownloadError(f"manifest path {f.path!r} leaves {target}; refusing.")
         url = hf_hub_url(repo, f.path, revision=revision, endpoint=endpoint)
         try:
-            meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+            meta = get_hf_file_metadata(url, token=token, endpoint=endpoint,
+                                        timeout=CONNECT_TIMEOUT + READ_TIMEOUT)
         except network as exc:
             raise _offline_error(variant, endpoint, exc) from None
         except EntryNotFoundError:
@@ -252,18 +316,28 @@ def download(variant: str, target_dir, allowed_roots: Sequence, *, confirm: bool
             check = verify_file(local, expected, sha, etag)
             results.append(FileResult(f.path, "present", expected, check))
             continue
+        source = meta.location or url
+        headers = build_hf_headers(token=token)
+        if urlsplit_host(source) != urlsplit_host(url):   # a CDN redirect never gets the token
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         for attempt in range(1, attempts + 1):
-            try:   # a broken transfer leaves a partial file the next attempt resumes (HTTP Range)
-                hf_hub_download(repo, f.path, revision=revision, local_dir=str(target), endpoint=endpoint,
-                                token=token, cache_dir=str(target / ".cache" / "huggingface" / "hub"))
+            try:   # a broken transfer leaves `.part`, which the next attempt resumes (HTTP Range)
+                _transfer(source, local, expected, headers, should_stop)
                 break
-            except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
-                raise _offline_error(variant, endpoint, exc) from None
             except (requests.RequestException, HfHubHTTPError, OSError) as exc:
                 if attempt == attempts:
-                    raise DownloadError(f"downloading {repo}/{f.path} failed after {attempts} attempt(s): "
-                                        f"{exc}. Run the download again: it resumes where it stopped.") from None
-        check = verify_file(local, expected, sha, etag)
+                    raise DownloadError(f"downloading {repo}/{f.path} failed after {attempts} attempt(s) "
+                                        f"({_reason(exc)}). Run the download again: it resumes where it "
+                                        "stopped.") from None
+                _stop_check(should_stop)
+                time.sleep(RETRY_PAUSE)
+        part = _part(local)
+        try:
+            check = verify_file(part, expected, sha, etag)
+        except DownloadError:
+            part.unlink(missing_ok=True)      # wrong bytes: nothing to resume from
+            raise
+        os.replace(part, local)
         results.append(FileResult(f.path, "downloaded", local.stat().st_size, check))
     return DownloadReport(variant, str(target), tuple(results))
 

@@ -150,3 +150,59 @@ def test_manifest_and_frontend_entries():
         hub.manifest("MOVA-1080p")
     with pytest.raises(DownloadError, match="unknown component"):
         hub.manifest("MOVA-360p", ["vae"])
+
+
+@pytest.fixture
+def black_hole():
+    """A loopback port that accepts connections (the kernel completes the handshake) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_black_holed_hub_fails_within_seconds_and_writes_nothing(roots, black_hole):
+    import time
+    models, target = roots
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match="accepted the connection but did not answer") as err:
+        hub.download("MOVA-360p", target, [models], confirm=True, endpoint=black_hole, components=["audio_vae"])
+    took = time.monotonic() - t0
+    assert took < hub.CONNECT_TIMEOUT + hub.PROBE_TIMEOUT + 1, took
+    assert "huggingface.co/OpenMOSS-Team/MOVA-360p" in str(err.value)
+    assert not target.exists() or not any(p.is_file() for p in target.rglob("*"))
+
+
+def test_stop_between_chunks_keeps_only_a_part_file_and_the_next_run_resumes(roots):
+    models, target = roots
+    path = "audio_vae/diffusion_pytorch_model.safetensors"
+    calls = []
+
+    def stop_after_a_few_chunks():
+        calls.append(1)
+        return len(calls) > 6            # the file checks + a few chunks of the weights, then "Cancel"
+    with FakeHub({REPO: repo_files()}) as fake:
+        with pytest.raises(DownloadError, match="stopped on request"):
+            hub.download("MOVA-360p", target, [models], confirm=True, endpoint=fake.endpoint,
+                         components=["audio_vae"], should_stop=stop_after_a_few_chunks)
+        part = target / (path + ".part")
+        assert not (target / path).exists()                     # nothing that looks complete
+        assert part.is_file() and 0 < part.stat().st_size < len(WEIGHTS)
+        kept = part.stat().st_size
+        report = hub.download("MOVA-360p", target, [models], confirm=True, endpoint=fake.endpoint,
+                              components=["audio_vae"])
+    assert [rng for m, p, rng in fake.gets() if p.endswith(path) and rng] == [f"bytes={kept}-"]
+    assert (target / path).read_bytes() == WEIGHTS and not part.exists()
+    assert {r.path: r.status for r in report.files} == {"audio_vae/config.json": "present", path: "downloaded"}
+
+
+def test_a_stop_that_raises_propagates_before_any_request(roots, black_hole):
+    class Interrupted(Exception):
+        pass
+
+    def comfy_cancel():
+        raise Interrupted()
+    models, target = roots
+    with pytest.raises(Interrupted):
+        hub.download("MOVA-360p", target, [models], confirm=True, endpoint=black_hole, components=["audio_vae"],
+                     should_stop=comfy_cancel)

@@ -49,6 +49,7 @@ from mova_pack.models.codecs.audio_vae import load_audio_vae
 from mova_pack.models.sampling.conditioning import first_frame_y, latent_shapes
 from mova_pack.runtime.loading import load_generator
 from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.sampling.step_cache import StepCache, StepCacheSettings
 from mova_pack.models.net.joint import joint_forward
 from mova_pack.models.codecs.text_encoder import load_text_encoder
 from mova_pack.models.codecs.video_vae import load_video_vae
@@ -177,6 +178,25 @@ def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, audio_
         for i in range(len(chunk)):
             out.append((frames_01(pixels[i]), wave[i].numpy()))
     return out
+
+
+def step_cache_row(toy: Toy, prompts, steps: int, cfg: float, audio_shift, threshold: float) -> dict:
+    """bridge_on with the step cache (models/sampling/step_cache.py) at `threshold`, one clip per batch
+    (the skip decision is per batch; in use a batch is one clip): forwards run vs without the cache."""
+    t, caches = time.monotonic(), []
+
+    def cached():
+        caches.append(StepCache(StepCacheSettings(threshold=threshold), None, cfg, cfg))
+        return caches[-1]
+    clips = generate(toy, toy.generator(), prompts, steps, cfg, cached, audio_shift, batch=1)
+    ran, saved = sum(c.forwards_run for c in caches), sum(c.forwards_skipped for c in caches)
+    skipped = [len(c.skipped) for c in caches]
+    return {f"step_cache_{threshold:g}": {
+        "bridge": "on", "audio_shift": audio_shift, "step_cache_threshold": threshold, "forwards": ran,
+        "forwards_without_cache": ran + saved, "forward_ratio": round((ran + saved) / ran, 3),
+        "skipped_steps_per_clip": {"mean": round(sum(skipped) / len(skipped), 2), "min": min(skipped),
+                                   "max": max(skipped)},
+        **score(clips, prompts), "seconds": round(time.monotonic() - t, 1)}}
 
 
 def motion(video) -> tuple[float, int]:
@@ -337,6 +357,9 @@ def main(argv=None) -> int:
                         help="only the given-video / given-audio / extend rows (scripts/eval_given.py) on the "
                              "first --detail-clips clips")
     parser.add_argument("--windows", type=int, default=3, help="windows of the extend row")
+    parser.add_argument("--step-cache", default="",
+                        help="step cache thresholds, e.g. 0.05,0.1,0.2: a bridge_on row per threshold on the "
+                             "first --detail-clips clips, one clip per batch (runs with --fast too)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.clips < 1 or args.steps < 1:
@@ -392,6 +415,9 @@ def main(argv=None) -> int:
             rows[label] = {"bridge": rows[headline]["bridge"], "audio_shift": audio_shift,
                            **score(clips[:detail], prompts), "first_clips_of": headline, "seconds": 0.0}
             report(label)
+    for th in [float(x) for x in args.step_cache.split(",") if x.strip()]:
+        rows.update(step_cache_row(toy, prompts, args.steps, args.cfg, audio_shift, th))
+        report(f"step_cache_{th:g}")
     if not args.fast and audio_shift is not None:
         run("same_shift_on", shift=None, bridge="on")
         run("same_shift_off", guidance_fn=lambda: BridgeOff(args.cfg, args.cfg), shift=None, bridge="off")

@@ -64,7 +64,7 @@ def test_fit_image_covers_and_crops():
 
 def test_first_frame_y_encodes_full_clip():
     """With the real video VAE class (random weights): y = mask + encode([image, zeros...])."""
-    vae_mod = pytest.importorskip("mova_pack.models.codecs.video_vae")
+    from mova_pack.models.codecs import video_vae as vae_mod
     from mova_pack.models.config import VideoVAEConfig
     torch.manual_seed(0)
     vae = vae_mod.WanVideoVAE(VideoVAEConfig(base_dim=8)).eval()

@@ -203,7 +203,7 @@ def test_sampler_nested_sb1_is_released_cfg_bitwise(tiny, monkeypatch):
 @torch.no_grad()
 def test_sampler_uses_guidance_runner_for_audio_negative_and_batching(tiny):
     """Needs the sampler to call guidance.run_forwards / guidance.contexts / guidance.bind (see
-    docs/contracts.md, "Bridge guidance"); skipped until the sampler does."""
+    docs/contracts.md, "Bridge guidance")."""
     gen, d = tiny
     args = (gen, d["video"], d["audio"], d["pos"], d["neg"], d["y"], SamplerSettings(steps=4, seed=0))
     calls = []
@@ -212,12 +212,7 @@ def test_sampler_uses_guidance_runner_for_audio_negative_and_batching(tiny):
         calls.append((a[6].shape[0], kw["a2v_scale"]))
         return joint_forward(*a, **kw)
     s = dict(a2v_scale=2.0, v2a_scale=2.0, bridge_end=0.5)  # no steps given: the sampler must bind them
-    try:
-        plain = sample(*args, guidance=DualGuidance(GuidanceSettings(**s), d["aneg"], forward=recorder))
-    except InputError as exc:
-        if "audio_negative" in str(exc) or "step count" in str(exc):
-            pytest.skip("sampler does not call guidance.run_forwards/contexts/bind yet")
-        raise
+    plain = sample(*args, guidance=DualGuidance(GuidanceSettings(**s), d["aneg"], forward=recorder))
     assert len(calls) == 2 * 5 + 2 * 3  # steps 1-2: C, B, Ba, A, Aa; steps 3-4: C, B, Ba
     calls.clear()
     batched = sample(*args, guidance=DualGuidance(GuidanceSettings(**s, batch_passes=True), d["aneg"], forward=recorder))

@@ -140,8 +140,6 @@ def _dequantized_copy(comps):
 
 @pytest.mark.parametrize("mode", ["fp8_e4m3fn", "int8", "nf4"])
 def test_quantized_linears_compute_the_lora_alongside(tmp_path, mode):
-    if mode != "fp8_e4m3fn":
-        pytest.importorskip("bitsandbytes")
     comps = tiny_components()
     lora, deltas = _accelerate_lora(tmp_path, comps)
     ref_base, ref = run(comps), run(by_hand(tiny_components(), deltas))

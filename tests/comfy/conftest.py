@@ -37,7 +37,9 @@ import workflow_api  # noqa: E402
 def _require_comfy():
     if not (COMFY_DIR / "main.py").exists():
         pytest.fail(f"no ComfyUI at {COMFY_DIR}: run `make setup` first", pytrace=False)
-    if not (ROOT / "embedded" / "mova-toy").is_dir():   # the random stand-in, as set-up writes it
+    if not (ROOT / "embedded" / "mova-toy").is_dir():
+        pytest.fail("embedded/mova-toy (the committed toy model) is missing: restore it with git", pytrace=False)
+    if not (ROOT / "embedded" / "mova-toy-random" / "EMBEDDED_OK").is_file():   # what set-up writes
         import subprocess
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_embedded.py")], check=True)
 

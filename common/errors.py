@@ -2,7 +2,15 @@
 
 
 class MovaError(Exception):
-    """Base class: every error meant for the user (nodes show the message unchanged)."""
+    """Base class: every error meant for the user (nodes show the message unchanged). The message is
+    cleaned once here: terminal colour codes and control characters (from file names or wrapped
+    library errors) removed, length bounded."""
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str):
+            from .files import clean
+            args = (clean(args[0], 4000), *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(MovaError):

@@ -137,8 +137,8 @@ def torch_load(path: PathLike, what: str = "weights") -> object:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
             TypeError, ImportError) as exc:
         kind = type(exc).__name__
-        why = ("holds Python objects other than tensors, which this pack never runs"
-               if kind == "UnpicklingError" else "could not be read as a tensor file")
+        why = ("refused to load: it holds Python objects other than tensors, which this pack never runs "
+               "(nothing in it was executed)" if kind == "UnpicklingError" else "could not be read as a tensor file")
         raise CheckpointError(f"{what}: {path} {why}; it looks like {describe(path)}. Use a .safetensors "
                               "copy of the weights (convert the file with a trusted tool, or download the "
                               ".safetensors release).") from None

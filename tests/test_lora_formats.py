@@ -184,8 +184,9 @@ class NotATensor:
 
 def test_pt_with_custom_class_is_refused(tmp_path):
     torch.save({"blocks.0.self_attn.q.lora_A.weight": torch.zeros(2, 2), "evil": NotATensor()}, tmp_path / "x.pt")
-    with pytest.raises(CheckpointError, match="refused to load.*weights_only=True"):
+    with pytest.raises(CheckpointError, match="refused to load.*never runs") as err:
         read_lora(tmp_path / "x.pt")
+    assert "weights_only" not in str(err.value)      # torch's "set weights_only=False" advice never shown
 
 
 def test_pt_loader_never_unpickles_code(tmp_path, monkeypatch):
@@ -199,7 +200,7 @@ def test_pt_loader_never_unpickles_code(tmp_path, monkeypatch):
 
 def test_truncated_and_unknown_files(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00\x01garbage")
-    with pytest.raises(CheckpointError, match="not a readable .safetensors"):
+    with pytest.raises(CheckpointError, match="bad.safetensors.*no safetensors header.*re-download"):
         read_lora(tmp_path / "bad.safetensors")
     (tmp_path / "x.gguf").write_bytes(b"1")
     with pytest.raises(CheckpointError, match="unsupported LoRA file type"):

@@ -23,7 +23,6 @@ wrappers); models/lora/stack.py maps them to modules.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,27 +148,22 @@ class LoraFile:
 # ----------------------------------------------------------------------------------------------- reading
 
 def _torch_load(path: Path):
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path.name}: refused to load. Expected a .pt/.pth holding only tensors, numbers, strings, "
-            f"lists and dicts (loaded with torch.load(weights_only=True)); found a pickle that needs "
-            f"arbitrary code ({first}). Convert it to .safetensors with a tool you trust.") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path.name}: could not be read as a PyTorch file ({exc}); "
-                              "it may be truncated — re-download it.") from None
+    """Tensors only (weights_only); refusals and unreadable files get common/files.py's message."""
+    from ...common.files import torch_load
+    return torch_load(path, f"LoRA {path.name}")
 
 
 def _read_safetensors(path: Path):
     from safetensors import safe_open
+
+    from ...common.files import clean, safetensors_header
+    safetensors_header(path, f"LoRA {path.name}")       # empty, foreign or truncated: named and explained
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{path.name}: not a readable .safetensors file ({exc}); "
+        raise CheckpointError(f"LoRA {path.name}: not a readable .safetensors file ({clean(exc, 160)}); "
                               "it may be truncated — re-download it.") from None
 
 

@@ -2,8 +2,15 @@
 
 - `properties.models` of every loader node: the real MOVA files it reads, as ComfyUI's frontend wants
   them ({name, url, directory}), from runtime/hub.py (`loader_model_entries`).
-- Layout: nodes pushed down (never sideways) until no two overlap, with room for the title bar, using
-  the sizes saved in the file (they hold the size the frontend draws, info widgets included).
+- Frame rate: every CreateVideo that plays MOVA Decode Video's frames gets its `fps` linked from the
+  decoder's `fps` output (the latent's own rate), so the video cannot be set to another speed.
+- Prompt colours: "Positive prompt" / "Negative prompt" nodes green / red, as core templates have them.
+- Layout (workflows with `extra.mova_layout == "columns"`): one column per step, each step a group —
+  Load models | Prompt, Size & length | Sample | Decode & save — the description note under the
+  loaders, and a saved view (`extra.ds`) that shows the whole graph clear of the top bar and sidebar.
+- Then nodes pushed down (never sideways) until no two overlap, with room for the title bar, using
+  the sizes saved in the file (they hold the size the frontend draws after a run: info widgets, the
+  sampler's preview and SaveVideo's player included; tests/browser/test_canvas_layout.py checks them).
 
     python scripts/update_workflows.py           # rewrite workflows/*.json in place
     python scripts/update_workflows.py --check   # exit 1 and name the files that are out of date
@@ -35,6 +42,104 @@ def with_model_entries(ui: dict) -> dict:
     return ui
 
 
+POSITIVE, NEGATIVE = ("#232", "#353"), ("#322", "#533")     # core templates' prompt colours
+GROUP_COLOR = "#3f789e"                                     # core templates' group colour
+GROUP_TITLE, GROUP_PAD, COLUMN_GAP = 38, 12, 70
+# (group title, node types in order) per column; a column may hold two groups, one above the other.
+COLUMNS = [
+    [("Load models", ["MOVAModelLoader", "MOVAModelLoaderFiles", "MOVALora", "MOVATextEncoderLoader",
+                      "MOVAVideoVAELoader", "MOVAAudioVAELoader"])],
+    [("Prompt", ["MOVATextEncode"]), ("Size & length", ["LoadImage", "MOVALatent"])],
+    [("Sample", ["MOVABridgeGuidance", "MOVASampler"])],
+    [("Decode & save", ["MOVADecodeVideo", "MOVADecodeAudio", "CreateVideo", "SaveVideo"])],
+]
+NOTES = ("MarkdownNote", "Note")
+VIEW = (70, 150, 1560, 960)     # screen box a 1600x1000 window leaves for the graph (sidebar, top bar)
+
+
+def with_fps_links(ui: dict) -> dict:
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    links = ui["links"]
+    for video in (n for n in ui["nodes"] if n["type"] == "CreateVideo"):
+        inputs = video.setdefault("inputs", [])
+        images = next((i for i in inputs if i["name"] == "images" and i.get("link") is not None), None)
+        source = next((lk for lk in links if images and lk[0] == images["link"]), None)
+        if not source or nodes[source[1]]["type"] != "MOVADecodeVideo" or source[2] != 0:
+            continue
+        fps = next((i for i in inputs if i["name"] == "fps"), None)
+        if fps and fps.get("link") is not None:
+            continue
+        decoder = nodes[source[1]]
+        outputs = decoder.setdefault("outputs", [])
+        if len(outputs) < 2:
+            outputs.append({"name": "fps", "type": "FLOAT", "links": []})
+        link_id = max([lk[0] for lk in links] + [ui.get("last_link_id", 0)]) + 1
+        if fps is None:
+            fps = {"name": "fps", "type": "FLOAT", "widget": {"name": "fps"}}
+            inputs.append(fps)
+        fps["link"] = link_id
+        outputs[1].setdefault("links", []).append(link_id)
+        outputs[1]["slot_index"] = 1
+        links.append([link_id, decoder["id"], 1, video["id"], inputs.index(fps), "FLOAT"])
+        ui["last_link_id"] = link_id
+    return ui
+
+
+def with_prompt_colours(ui: dict) -> dict:
+    for node in ui["nodes"]:
+        title = (node.get("title") or "").lower()
+        colours = POSITIVE if "positive" in title else NEGATIVE if "negative" in title else None
+        if node["type"] == "MOVATextEncode" and colours:
+            node["color"], node["bgcolor"] = colours
+    return ui
+
+
+def _box(nodes: list) -> list:
+    x0 = min(n["pos"][0] for n in nodes) - GROUP_PAD
+    y0 = min(n["pos"][1] for n in nodes) - TITLE_HEIGHT - GROUP_TITLE
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes) + GROUP_PAD
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes) + GROUP_PAD
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def laid_out(ui: dict) -> dict:
+    """Columns of steps, each a group; notes below the first column; a view that fits it all."""
+    if ui.get("extra", {}).get("mova_layout") != "columns":
+        return ui
+    left, groups, bottoms_at = 20, [], []
+    for column in COLUMNS:
+        top, members = 40 + GROUP_TITLE, []
+        for title, types in column:
+            nodes = [n for t in types for n in ui["nodes"] if n["type"] == t]
+            nodes.sort(key=lambda n: (types.index(n["type"]), "negative" in (n.get("title") or "").lower(), n["id"]))
+            if not nodes:
+                continue
+            for node in nodes:
+                node["pos"] = [left + GROUP_PAD, top]
+                top += node["size"][1] + TITLE_HEIGHT + GAP
+            groups.append((title, nodes))
+            members += nodes
+            top += GROUP_TITLE + GROUP_PAD
+        if members:
+            bottoms_at.append((left, max(n["pos"][1] + n["size"][1] for n in members)))
+            left += max(n["size"][0] for n in members) + 2 * GROUP_PAD + COLUMN_GAP
+    # Notes go under the column that ends highest (its groups' nodes do not grow past their saved size).
+    column_x, top = min(bottoms_at, key=lambda c: c[1]) if bottoms_at else (20, 0)
+    top += GROUP_PAD + TITLE_HEIGHT + 2 * GAP
+    for note in (n for n in ui["nodes"] if n["type"] in NOTES):
+        note["pos"] = [column_x + GROUP_PAD, top]
+        top += note["size"][1] + TITLE_HEIGHT + GAP
+    ui["groups"] = [{"id": i + 1, "title": title, "bounding": _box(nodes), "color": GROUP_COLOR,
+                     "font_size": 24, "flags": {}} for i, (title, nodes) in enumerate(groups)]
+    boxes = [g["bounding"] for g in ui["groups"]] + [[n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0],
+                                                      n["size"][1] + TITLE_HEIGHT] for n in ui["nodes"]]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    scale = round(min(1.0, (VIEW[2] - VIEW[0]) / (x1 - x0), (VIEW[3] - VIEW[1]) / (y1 - y0)), 3)
+    ui["extra"]["ds"] = {"scale": scale, "offset": [round(VIEW[0] / scale - x0, 1), round(VIEW[1] / scale - y0, 1)]}
+    return ui
+
+
 def _overlap_x(a: dict, b: dict) -> bool:
     return a["pos"][0] < b["pos"][0] + b["size"][0] and b["pos"][0] < a["pos"][0] + a["size"][0]
 
@@ -57,7 +162,8 @@ def render(ui: dict) -> str:
 
 
 def updated(text: str) -> str:
-    return render(without_overlaps(with_model_entries(json.loads(text))))
+    ui = with_prompt_colours(with_fps_links(with_model_entries(json.loads(text))))
+    return render(without_overlaps(laid_out(ui)))
 
 
 def main(argv=None) -> int:

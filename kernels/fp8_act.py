@@ -78,8 +78,8 @@ def _build_triton(triton):
             offs = k + tl.arange(0, BLOCK)
             v = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
             amax = tl.maximum(amax, tl.abs(v))
-        scale = tl.maximum(tl.max(amax, axis=0) / 448.0, 1e-12)
-        inv = 1.0 / scale
+        scale = tl.maximum(tl.math.div_rn(tl.max(amax, axis=0), 448.0), 1e-12)  # IEEE division, as torch
+        inv = tl.math.div_rn(1.0, scale)
         tl.store(s_ptr + row, scale)
         for k in range(0, K, BLOCK):  # pass 2: scale, clamp, cast
             offs = k + tl.arange(0, BLOCK)
@@ -90,7 +90,7 @@ def _build_triton(triton):
     @triton.jit
     def tensor_kernel(x_ptr, q_ptr, s_ptr, N, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        inv = 1.0 / tl.load(s_ptr)
+        inv = tl.math.div_rn(1.0, tl.load(s_ptr))
         v = tl.load(x_ptr + offs, mask=offs < N, other=0.0).to(tl.float32)
         q = tl.minimum(tl.maximum(v * inv, -448.0), 448.0)
         tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=offs < N)

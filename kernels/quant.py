@@ -178,6 +178,7 @@ class FP8Linear(QuantLinear):
         self.register_buffer("weight_scale", weight_scale if weight_scale is not None else torch.ones(()))
         self.fast_matmul = fast_matmul
         self.act_quant = "auto"  # activation quantization impl (kernels/fp8_act.py): auto | triton | compile | reference
+        self.act_scale = "auto"  # auto (row-wise where _scaled_mm takes it) | row | tensor (benchmarks)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, per_channel=False, fast_matmul=False) -> "FP8Linear":
@@ -199,7 +200,7 @@ class FP8Linear(QuantLinear):
                                   self.in_features, self.out_features) is None
 
     def _forward_scaled_mm(self, x):  # CUDA sm_89+ only: fp8 x fp8, activation quantized by a fused kernel
-        gran = act_granularity(cuda_capability(x.device), x.dtype)
+        gran = act_granularity(cuda_capability(x.device), x.dtype) if self.act_scale == "auto" else self.act_scale
         impl = _act_impl_for(x.device, self.act_quant)
         out = fp8_linear(x.reshape(-1, self.in_features), self.weight, self.weight_scale, self.bias, gran, impl)
         return out.reshape(*x.shape[:-1], self.out_features)

@@ -119,7 +119,6 @@ def test_fast_path_method_runs_on_cpu_tensors():
     assert ((out.float() - lin(x).float()).norm() / lin(x).float().norm()).item() < 0.06
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="inductor CPU build")
 def test_compiled_quantization_equals_the_reference():
     x = _activation(rows=8, cols=64)
     for g in fa.GRANULARITIES:

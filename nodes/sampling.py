@@ -1,13 +1,18 @@
 """The MOVA sampler node: joint flow-matching sampling of the video and audio latents."""
 from __future__ import annotations
 
+import logging
+
 import comfy.utils
 from comfy_api.latest import io
 
 from ..models.sampling import preview
+from ..models.sampling.step_cache import THRESHOLD_MAX as STEP_CACHE_MAX, StepCache, StepCacheSettings
 from . import backend
 from .options import SCHEDULES
 from .types import CATEGORY, MovaConditioning, MovaGuidance, MovaLatent, MovaModel, check_inputs
+
+log = logging.getLogger("mova")
 
 
 def _progress_text(text: str, node_id) -> None:
@@ -54,21 +59,30 @@ class MovaSampler(io.ComfyNode):
                                        "modality on its own schedule). 0 = same as shift (released). Higher "
                                        "keeps the audio noisier than the video, so it follows the picture's "
                                        "timing through the Bridge (embedded toy model: 50)."),
+                io.Float.Input("step_cache", default=0.0, min=0.0, max=STEP_CACHE_MAX, step=0.01, optional=True,
+                               tooltip="Step cache: skip a whole step (both towers and the Bridge, every guidance "
+                                       "pass) when the predicted change of the velocity is below this, reusing "
+                                       "the last one. 0 = off (default). The first two, the last step and the "
+                                       "expert switch always run. Embedded toy, 12 steps: see docs/toy-model.md."),
             ],
             outputs=[MovaLatent.Output(display_name="latent")],
             hidden=[io.Hidden.unique_id])
 
     @classmethod
     def validate_inputs(cls, seed=None, steps=None, shift=None, boundary=None, video_cfg=None, audio_cfg=None,
-                        schedule=None, audio_shift=None):
+                        schedule=None, audio_shift=None, step_cache=None):
         return check_inputs(cls, dict(seed=seed, steps=steps, shift=shift, boundary=boundary, video_cfg=video_cfg,
-                                      audio_cfg=audio_cfg, schedule=schedule, audio_shift=audio_shift))
+                                      audio_cfg=audio_cfg, schedule=schedule, audio_shift=audio_shift,
+                                      step_cache=step_cache))
 
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, shift, boundary, video_cfg, audio_cfg,
-                schedule="mova", guidance=None, audio_shift=0.0) -> io.NodeOutput:
+                schedule="mova", guidance=None, audio_shift=0.0, step_cache=0.0) -> io.NodeOutput:
         node_id = cls.hidden.unique_id
         bar = comfy.utils.ProgressBar(steps, node_id=node_id)
+        cache = None
+        if step_cache:   # wraps the guidance (or the released CFG): the sampler sees one guidance object
+            cache = guidance = StepCache(StepCacheSettings(threshold=step_cache), guidance, video_cfg, audio_cfg)
 
         def on_step(info):
             # A small picture per step (latent frames over the audio latent), shown on the node.
@@ -76,13 +90,15 @@ class MovaSampler(io.ComfyNode):
             image = preview.sampling_preview(info.video_latent, info.audio_latent, max_frames=4, columns=2,
                                              frame_height=128, audio_height=24)
             bar.update_absolute(info.index + 1, info.total, preview=("JPEG", image, 512))
-            _progress_text(backend.step_text(info), node_id)
+            _progress_text(backend.step_text(info) + (f" · {cache.progress()}" if cache else ""), node_id)
 
         settings = backend.sampler_settings(steps=steps, shift=shift, boundary=boundary, seed=seed,
                                             video_cfg=video_cfg, audio_cfg=audio_cfg, schedule=schedule,
                                             fps=latent.fps, audio_shift=audio_shift)
         out = backend.sample(model, positive, negative, latent, settings, guidance=guidance, on_step=on_step,
                              should_stop=backend.interrupt_check)
+        if cache:
+            log.info("MOVA Sampler: %s", cache.report())
         return io.NodeOutput(out)
 
 

@@ -45,6 +45,7 @@ class ModelHandle:
     lora: object = None
     lora_unmerged: bool = False     # MOVA LoRA node "apply: alongside": never merge into the weights
     patcher: object = None          # memory.MovaPatcher: ComfyUI loads/unloads the generator through it
+    speed: object = None            # runtime.speed.SpeedSettings from MOVA Speed (None = defaults)
 
 
 def device() -> torch.device:
@@ -216,9 +217,14 @@ def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, 
     video_shape, audio_shape = cond_mod.latent_shapes(handle.generator.config, latent.width, latent.height,
                                                       latent.frames, latent.fps)
     video_noise, audio_noise = sampler_mod.make_noise(settings.seed, video_shape, audio_shape)
+    from ..kernels.attention import attention_report
+    from ..runtime.speed import apply_speed
+    apply_speed(handle.generator, handle.speed)   # every run: this graph's settings, or the defaults
     video, audio = sampler_mod.sample(handle.generator, video_noise, audio_noise, positive.context,
                                       negative.context, latent.y, settings, guidance=guidance,
                                       on_step=on_step, should_stop=should_stop)
+    for line in attention_report():
+        log.info("MOVA attention: %s", line)
     return latent.with_samples(video, audio)
 
 

@@ -19,7 +19,8 @@ import torch
 
 import eval_sync as E
 from mova_pack.models.sampling import sampler as sampler_mod
-from mova_pack.models.sampling.conditioning import first_frame_y, latent_shapes
+from mova_pack.models.sampling import media
+from mova_pack.models.sampling.conditioning import audio_latent_length, first_frame_y, latent_shapes
 from mova_pack.models.sampling.given import GivenLatents
 from mova_pack.models.sampling import tasks
 from mova_pack.toy import detectors, scenes
@@ -27,58 +28,61 @@ from mova_pack.toy import detectors, scenes
 LEVEL_MS = 40.0   # audio level window on each side of a seam
 
 
-def sampler_fn(toy, gen, prompt, seed: int, settings, bridge_on: bool, cfg: float):
-    """tasks' sample callback: the plain sampler with the eval's noise, prompt and guidance."""
-    pos = toy.text.encode([prompt])
+def sampler_fn(toy, gen, prompts, seed_offset: int, settings, bridge_on: bool, cfg: float):
+    """tasks' sample callback for a batch of prompts: each clip its own seed's noise (+ seed_offset)."""
+    pos = toy.text.encode([p.prompt for p in prompts])
+    neg = toy.negative.expand(len(prompts), -1, -1)
 
     def sample(geo, y, given):
         vshape, ashape = latent_shapes(gen.config, geo.width, geo.height, geo.frames, geo.fps)
-        nv, na = sampler_mod.make_noise(seed, vshape, ashape)
+        noise = [sampler_mod.make_noise(p.seed + seed_offset, vshape, ashape) for p in prompts]
         guidance = None if bridge_on else E.BridgeOff(cfg, cfg)
-        return sampler_mod.sample(gen, nv, na, pos, toy.negative, y, settings, guidance=guidance, given=given)
+        return sampler_mod.sample(gen, torch.cat([n[0] for n in noise]), torch.cat([n[1] for n in noise]), pos, neg,
+                                  y.expand(len(prompts), -1, -1, -1, -1), settings, guidance=guidance, given=given)
     return sample
 
 
-def _designed_given(toy, clip, which: str, mode: str):
-    zv, za = E.designed_latents(toy, clip)
-    return GivenLatents(video=zv[None], mode=mode) if which == "video" else GivenLatents(audio=za[None], mode=mode)
+class Inputs:
+    """Per eval clip, computed once and shared by the rows: the rendered clip, its frames and soundtrack
+    through the nodes' encode paths (tasks / media: fit, VAE encoders) and its designed latents."""
+
+    @torch.no_grad()
+    def __init__(self, toy, prompts):
+        self.clips = E.rendered(prompts)
+        self.geo = tasks.Geometry(scenes.WIDTH, scenes.WIDTH, scenes.FRAMES, scenes.FPS)
+        self.white = first_frame_y(toy.video_vae, self.geo.width, self.geo.height, self.geo.frames)
+        fitted = [tasks.fit_frames(torch.from_numpy(c.video), scenes.FPS) for c in self.clips]
+        self.video_encoded = torch.cat([tasks.encode_video(toy.video_vae, f) for f in fitted])
+        length = self.video_encoded.shape[2]
+        waves = [media.fit_audio({"waveform": torch.from_numpy(c.audio).float()[None, None],
+                                  "sample_rate": c.sample_rate}, toy.audio_vae.sample_rate, scenes.FRAMES,
+                                 scenes.FPS, []) for c in self.clips]
+        alen = audio_latent_length(scenes.FRAMES, scenes.FPS, toy.audio_vae.sample_rate, toy.audio_vae.hop_length)
+        self.audio_encoded = torch.cat([toy.audio_vae.encode(w)[..., :alen].float() for w in waves])
+        designed = [E.designed_latents(toy, c) for c in self.clips]
+        self.video_designed = torch.stack([d[0] for d in designed])
+        self.audio_designed = torch.stack([d[1] for d in designed])
+        assert self.video_designed.shape[2] == length
 
 
 @torch.no_grad()
-def v2a(toy, gen, prompts, steps, cfg, audio_shift, bridge_on=True, source="encoded", mode="clean"):
+def v2a(toy, gen, prompts, inputs, steps, cfg, audio_shift, bridge_on=True, source="encoded", mode="clean"):
     settings = E.settings_for(steps, cfg, audio_shift)
-    out = []
-    for p, clip in zip(prompts, E.rendered(prompts)):
-        sample = sampler_fn(toy, gen, p.prompt, p.seed, settings, bridge_on, cfg)
-        if source == "encoded":
-            wave, _ = tasks.video_to_audio(gen.config, toy.video_vae, toy.audio_vae, torch.from_numpy(clip.video),
-                                           scenes.FPS, sample, mode=mode)
-        else:
-            geo = tasks.Geometry(scenes.WIDTH, scenes.WIDTH, scenes.FRAMES, scenes.FPS)
-            y = first_frame_y(toy.video_vae, geo.width, geo.height, geo.frames)
-            _, audio = sample(geo, y, _designed_given(toy, clip, "video", mode))
-            wave = toy.audio_vae.decode(audio)[..., :len(clip.audio)]
-        out.append((clip.video, wave[0, 0].numpy()))
-    return out
+    sample = sampler_fn(toy, gen, prompts, 0, settings, bridge_on, cfg)
+    latent = inputs.video_encoded if source == "encoded" else inputs.video_designed
+    _, audio = sample(inputs.geo, inputs.white, GivenLatents(video=latent, mode=mode))
+    waves = toy.audio_vae.decode(audio)[:, 0]
+    return [(c.video, w[:len(c.audio)].numpy()) for c, w in zip(inputs.clips, waves)]
 
 
 @torch.no_grad()
-def a2v(toy, gen, prompts, steps, cfg, audio_shift, source="encoded", mode="clean"):
+def a2v(toy, gen, prompts, inputs, steps, cfg, audio_shift, source="encoded", mode="clean"):
     settings = E.settings_for(steps, cfg, audio_shift)
-    out = []
-    for p, clip in zip(prompts, E.rendered(prompts)):
-        sample = sampler_fn(toy, gen, p.prompt, p.seed, settings, True, cfg)
-        if source == "encoded":
-            audio = {"waveform": torch.from_numpy(clip.audio).float()[None, None], "sample_rate": clip.sample_rate}
-            pixels, _ = tasks.audio_to_video(gen.config, toy.video_vae, toy.audio_vae, audio, scenes.WIDTH,
-                                             scenes.WIDTH, scenes.FPS, sample, mode=mode)
-        else:
-            geo = tasks.Geometry(scenes.WIDTH, scenes.WIDTH, scenes.FRAMES, scenes.FPS)
-            y = first_frame_y(toy.video_vae, geo.width, geo.height, geo.frames)
-            video, _ = sample(geo, y, _designed_given(toy, clip, "audio", mode))
-            pixels = toy.video_vae.decode(video)[0]
-        out.append((E.frames_01(pixels), clip.audio))
-    return out
+    sample = sampler_fn(toy, gen, prompts, 0, settings, True, cfg)
+    latent = inputs.audio_encoded if source == "encoded" else inputs.audio_designed
+    video, _ = sample(inputs.geo, inputs.white, GivenLatents(audio=latent, mode=mode))
+    pixels = toy.video_vae.decode(video)
+    return [(E.frames_01(px), c.audio) for c, px in zip(inputs.clips, pixels)]
 
 
 def _level_db(wave: np.ndarray, at: int, n: int) -> tuple:
@@ -97,37 +101,31 @@ def _seam(frames: np.ndarray, wave: np.ndarray, frame: int, sample: int) -> dict
 
 
 @torch.no_grad()
-def extend(toy, gen, prompts, steps, cfg, audio_shift, windows: int = 3, overlap: int = 3, first_frame=False):
-    """Per prompt: the joined clip, each window's own (frames, audio), and the seams' figures."""
+def extend(toy, gen, prompts, inputs, steps, cfg, audio_shift, windows: int = 3, overlap: int = 3):
+    """Per prompt: the joined clip, each window's own (frames, audio), and the seams' figures. Window k is
+    sampled with seed + k, the T2VA white frame, and the previous window's tail given (tasks.extend_given)."""
     settings = E.settings_for(steps, cfg, audio_shift)
-    w, frames, fps, sr = scenes.WIDTH, scenes.FRAMES, scenes.FPS, scenes.SAMPLE_RATE
+    frames, fps, sr = scenes.FRAMES, scenes.FPS, scenes.SAMPLE_RATE
     hop = toy.audio_vae.hop_length
     plan = tasks.extend_plan(frames, fps, sr, hop, overlap)
-    white = first_frame_y(toy.video_vae, w, w, frames)
-    geo = tasks.Geometry(w, w, frames, fps)
     keep = int(sr * frames / fps)
-    results = []
-    for p in prompts:
-        wins, video, audio, given = [], None, None, None
-        joined_f = joined_a = None
-        for k in range(windows):
-            y = white
-            if given is not None and first_frame:
-                y = first_frame_y(toy.video_vae, w, w, frames, torch.from_numpy(wins[-1][0][plan.start]).movedim(-1, 0)[None])
-            sample = sampler_fn(toy, gen, p.prompt, p.seed + k, settings, True, cfg)
-            video, audio = sample(geo, y, given)
-            f = E.frames_01(toy.video_vae.decode(video)[0])
-            a = toy.audio_vae.decode(audio)[0, 0, :keep]
-            wins.append((f, a.numpy()))
-            if joined_f is None:
-                joined_f, joined_a = torch.from_numpy(f), a
-            else:
-                joined_f, joined_a = tasks.join(plan, joined_f, joined_a, torch.from_numpy(f), a)
-            given = tasks.extend_given(plan, video, audio, frames, fps, sr, hop)
-        seams = [_seam(joined_f.numpy(), joined_a.numpy(), frames + (k - 1) * plan.start,
-                       keep + (k - 1) * plan.audio_start_samples) for k in range(1, windows)]
-        results.append({"windows": wins, "joined": (joined_f.numpy(), joined_a.numpy()), "seams": seams})
-    return results
+    per_clip = [{"windows": [], "joined": None} for _ in prompts]
+    given = None
+    for k in range(windows):
+        video, audio = sampler_fn(toy, gen, prompts, k, settings, True, cfg)(inputs.geo, inputs.white, given)
+        pixels = toy.video_vae.decode(video)
+        waves = toy.audio_vae.decode(audio)[:, 0, :keep]
+        for r, px, a in zip(per_clip, pixels, waves):
+            f = torch.from_numpy(E.frames_01(px))
+            r["windows"].append((f.numpy(), a.numpy()))
+            r["joined"] = (f, a[None, None]) if r["joined"] is None else tasks.join(plan, *r["joined"], f, a[None, None])
+        given = tasks.extend_given(plan, video, audio, frames, fps, sr, hop)
+    for r in per_clip:
+        f, a = r["joined"][0].numpy(), r["joined"][1][0, 0].numpy()
+        r["joined"] = (f, a)
+        r["seams"] = [_seam(f, a, frames + (k - 1) * plan.start, keep + (k - 1) * plan.audio_start_samples)
+                      for k in range(1, windows)]
+    return per_clip
 
 
 def cut_seams(clips) -> list:
@@ -149,7 +147,8 @@ def seam_summary(seams: list) -> dict:
             "object_lost": sum(not np.isfinite(s["jump_px"]) for s in seams)}
 
 
-def rows(toy, prompts, steps: int, cfg: float, audio_shift, windows: int = 3, report=print) -> dict:
+def rows(toy, prompts, steps: int, cfg: float, audio_shift, windows: int = 3, report=print,
+         which=("v2a", "a2v", "extend")) -> dict:
     import time
     out = {}
 
@@ -160,19 +159,22 @@ def rows(toy, prompts, steps: int, cfg: float, audio_shift, windows: int = 3, re
         report(label, out[label])
 
     gen = toy.generator()
-    for label, kw in (("v2a_encoded_on", {}), ("v2a_encoded_off", {"bridge_on": False}),
+    t = time.monotonic()
+    inputs = Inputs(toy, prompts)
+    report("inputs", {"seconds": round(time.monotonic() - t, 1)})
+    for label, kw in () if "v2a" not in which else (("v2a_encoded_on", {}), ("v2a_encoded_off", {"bridge_on": False}),
                       ("v2a_designed_on", {"source": "designed"}),
                       ("v2a_designed_off", {"source": "designed", "bridge_on": False}),
                       ("v2a_designed_noised_on", {"source": "designed", "mode": "noised"})):
-        timed(label, lambda kw=kw: E.score(v2a(toy, gen, prompts, steps, cfg, audio_shift, **kw), prompts),
+        timed(label, lambda kw=kw: E.score(v2a(toy, gen, prompts, inputs, steps, cfg, audio_shift, **kw), prompts),
               given="video", **kw)
-    for label, kw in (("a2v_encoded", {}), ("a2v_designed", {"source": "designed"}),
+    for label, kw in () if "a2v" not in which else (("a2v_encoded", {}), ("a2v_designed", {"source": "designed"}),
                       ("a2v_designed_noised", {"source": "designed", "mode": "noised"})):
-        timed(label, lambda kw=kw: E.score(a2v(toy, gen, prompts, steps, cfg, audio_shift, **kw), prompts),
+        timed(label, lambda kw=kw: E.score(a2v(toy, gen, prompts, inputs, steps, cfg, audio_shift, **kw), prompts),
               given="audio", **kw)
 
     def extend_row():
-        res = extend(toy, gen, prompts, steps, cfg, audio_shift, windows)
+        res = extend(toy, gen, prompts, inputs, steps, cfg, audio_shift, windows)
         per_window = [E.score([r["windows"][k] for r in res], prompts) for k in range(windows)]
         seams = [s for r in res for s in r["seams"]]
         cuts = cut_seams([r["windows"][0] for r in res])
@@ -180,5 +182,6 @@ def rows(toy, prompts, steps: int, cfg: float, audio_shift, windows: int = 3, re
                 "per_window": [{k: w[k] for k in ("sync", "adherence", "motion")} for w in per_window],
                 "joined": {k: v for k, v in E.score([r["joined"] for r in res], prompts).items() if k != "clips"},
                 "seam": seam_summary(seams), "cut_between_unrelated_clips": seam_summary(cuts)}
-    timed(f"extend_{windows}", extend_row)
+    if "extend" in which:
+        timed(f"extend_{windows}", extend_row)
     return out

@@ -357,6 +357,7 @@ def main(argv=None) -> int:
                         help="only the given-video / given-audio / extend rows (scripts/eval_given.py) on the "
                              "first --detail-clips clips")
     parser.add_argument("--windows", type=int, default=3, help="windows of the extend row")
+    parser.add_argument("--given-rows", default="v2a,a2v,extend", help="which of those rows (comma-separated)")
     parser.add_argument("--step-cache", default="",
                         help="step cache thresholds, e.g. 0.05,0.1,0.2: a bridge_on row per threshold on the "
                              "first --detail-clips clips, one clip per batch (runs with --fast too)")
@@ -470,7 +471,8 @@ def _report_given(label, row):
 
 def given_only(args, toy, prompts, audio_shift, t0) -> int:
     """The rows of eval_given alone (issue 26), written as their own JSON."""
-    rows = eval_given.rows(toy, prompts, args.steps, args.cfg, audio_shift, args.windows, _report_given)
+    rows = eval_given.rows(toy, prompts, args.steps, args.cfg, audio_shift, args.windows, _report_given,
+                           which=[w.strip() for w in args.given_rows.split(",")])
     result = {"model": str(args.model), "clips": len(prompts), "steps": args.steps, "text_cfg": args.cfg,
               "audio_shift": audio_shift, "rows": rows, "seconds": round(time.monotonic() - t0, 1)}
     args.json.parent.mkdir(parents=True, exist_ok=True)

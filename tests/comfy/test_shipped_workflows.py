@@ -8,7 +8,9 @@ LOW_VRAM = WORKFLOWS / "low_vram_text_to_video_audio.json"
 def test_every_shipped_workflow_is_run_by_the_mp4_test():
     import test_comfy_nodes
     assert LOW_VRAM in test_comfy_nodes.SHIPPED
-    assert sorted(test_comfy_nodes.SHIPPED) == sorted(WORKFLOWS.glob("*.json"))
+    import test_given_workflows
+    given = [WORKFLOWS / name for name in test_given_workflows.GIVEN]
+    assert sorted(test_comfy_nodes.SHIPPED + given) == sorted(WORKFLOWS.glob("*.json"))
 
 
 def test_low_vram_workflow_loads_a_quantized_model_streamed_from_disk(comfy):
@@ -39,4 +41,5 @@ def test_shipped_workflows_sample_the_embedded_toy_with_its_audio_shift(comfy):
         prompt = comfy.convert(load_workflow(path))
         kinds = {v["class_type"]: v["inputs"] for v in prompt.values()}
         assert kinds["MOVAModelLoader"]["model"] == "mova-toy", path.name
-        assert kinds["MOVASampler"]["audio_shift"] == pytest.approx(AUDIO_SHIFT), path.name
+        shifts = [v["inputs"]["audio_shift"] for v in prompt.values() if "audio_shift" in v["inputs"]]
+        assert shifts and shifts == pytest.approx([AUDIO_SHIFT] * len(shifts)), path.name   # every sampling node

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from . import backend, given_backend
 from .given import progress, sampler_inputs, settings
 from .types import CATEGORY, MovaAudioVAE, MovaConditioning, MovaGuidance, MovaLatent, MovaModel, MovaVideoVAE
+from .validation import check_inputs
 
 
 def _extend_inputs(latent_tooltip: str) -> list:
@@ -52,6 +53,10 @@ class MovaExtend(io.ComfyNode):
             outputs=OUTPUTS, hidden=[io.Hidden.unique_id])
 
     @classmethod
+    def validate_inputs(cls, shift=None, boundary=None, cfg=None, audio_shift=None):
+        return check_inputs(cls, dict(shift=shift, boundary=boundary, cfg=cfg, audio_shift=audio_shift))
+
+    @classmethod
     def execute(cls, model, positive, negative, video_vae, audio_vae, latent, seed, steps, shift, boundary, cfg,
                 audio_shift, overlap, last_frame_image, guidance=None) -> io.NodeOutput:
         s = settings(seed, steps, shift, boundary, cfg, audio_shift, latent.fps)
@@ -75,6 +80,10 @@ class MovaLongClip(io.ComfyNode):
                                  tooltip="Windows in all (1 = one plain window)."),
                     *sampler_inputs("Text guidance scale, video and audio (MOVA: 5.0)."), *_tail_inputs()],
             outputs=OUTPUTS, hidden=[io.Hidden.unique_id])
+
+    @classmethod
+    def validate_inputs(cls, shift=None, boundary=None, cfg=None, audio_shift=None):
+        return check_inputs(cls, dict(shift=shift, boundary=boundary, cfg=cfg, audio_shift=audio_shift))
 
     @classmethod
     def execute(cls, model, positive, negative, video_vae, audio_vae, latent, windows, seed, steps, shift, boundary,

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..models.sampling import preview
 from . import backend, given_backend
 from .types import CATEGORY, MovaAudioVAE, MovaConditioning, MovaGuidance, MovaModel, MovaVideoVAE
+from .validation import check_inputs
 
 log = logging.getLogger("mova")
 MEDIA = Path(__file__).resolve().parents[1] / "workflows" / "media"
@@ -101,6 +102,11 @@ class MovaVideoToAudio(io.ComfyNode):
             hidden=[io.Hidden.unique_id])
 
     @classmethod
+    def validate_inputs(cls, fps=None, shift=None, boundary=None, cfg=None, audio_shift=None, given_video=None):
+        return check_inputs(cls, dict(fps=fps, shift=shift, boundary=boundary, cfg=cfg, audio_shift=audio_shift,
+                                      given_video=given_video))
+
+    @classmethod
     def execute(cls, model, positive, negative, video_vae, audio_vae, images, fps, seed, steps, shift, boundary,
                 cfg, audio_shift, given_video, width, height, guidance=None) -> io.NodeOutput:
         audio = given_backend.video_to_audio(
@@ -144,6 +150,11 @@ class MovaAudioToVideo(io.ComfyNode):
             outputs=[io.Image.Output(display_name="images"), io.Audio.Output(display_name="audio"),
                      io.Float.Output(display_name="fps")],
             hidden=[io.Hidden.unique_id])
+
+    @classmethod
+    def validate_inputs(cls, fps=None, shift=None, boundary=None, cfg=None, audio_shift=None, given_audio=None):
+        return check_inputs(cls, dict(fps=fps, shift=shift, boundary=boundary, cfg=cfg, audio_shift=audio_shift,
+                                      given_audio=given_audio))
 
     @classmethod
     def execute(cls, model, positive, negative, video_vae, audio_vae, audio, width, height, fps, seed, steps, shift,

@@ -16,29 +16,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _SHOWN = 8
 
 
-class NodeMessage:
-    """One validation message. ComfyUI files a `validate_inputs` result once per input the function
-    declares (`details = f"{input} - {result}"`); the text goes with the first, the rest point to it."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self._shown = False
-
-    def __str__(self) -> str:
-        if self._shown:
-            return "(same problem, see the first message of this node)"
-        self._shown = True
-        return self.text
-
-    def __eq__(self, other):   # compares like the text (tests, callers that expect a str)
-        return self.text == (other.text if isinstance(other, NodeMessage) else other)
-
-    __hash__ = None
-
-    def __contains__(self, part: str) -> bool:
-        return part in self.text
-
-
 def short(value, limit: int = 60) -> str:
     """repr of a user value, bounded (a 5,000-character string is not echoed back whole)."""
     text = _ANSI.sub("", repr(value))
@@ -75,7 +52,9 @@ def check_value(inp, value, hint: str = "") -> str | None:
 
 
 def check_inputs(node_cls, values: dict, hints: dict | None = None):
-    """True, or one NodeMessage naming the node, every bad input and what to do."""
+    """True, or one message naming the node, every bad input and what to do. ComfyUI 0.3.75 files it once
+    per input `validate_inputs` declares; the text is the same each time, so the page's dedupe
+    (web/mova.js dedupeNodeErrors) keeps one, on the input it names."""
     hints = hints or {}
     schema = node_cls.define_schema()
     problems = []
@@ -86,12 +65,12 @@ def check_inputs(node_cls, values: dict, hints: dict | None = None):
                 problems.append(problem)
     if not problems:
         return True
-    return NodeMessage(f"{schema.display_name}: " + " ".join(problems))
+    return f"{schema.display_name}: " + " ".join(problems)
 
 
-def fail(node_cls, text: str) -> NodeMessage:
+def fail(node_cls, text: str) -> str:
     """A node-level message (cross-input checks) in the same form."""
-    return NodeMessage(f"{node_cls.define_schema().display_name}: {text}")
+    return f"{node_cls.define_schema().display_name}: {text}"
 
 
 def declared_inputs(node_cls) -> set:

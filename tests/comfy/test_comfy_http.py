@@ -35,7 +35,7 @@ def test_errors_are_readable_and_server_keeps_serving(comfy_server, tmp_path):
     missing = json.loads(json.dumps(good))
     _node(missing, "MOVAAudioVAELoader")["inputs"]["vae"] = "MOVA-720p/audio_vae"
     status, body = comfy_server.post_prompt(missing)
-    assert status == 400 and "not available" in json.dumps(body["node_errors"])
+    assert status == 400 and "not one of the choices" in json.dumps(body["node_errors"])
 
     unsampled = json.loads(json.dumps(good))   # decode an empty latent: fails while running
     sampler_id = next(k for k, v in unsampled.items() if v["class_type"] == "MOVASampler")

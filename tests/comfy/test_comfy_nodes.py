@@ -110,7 +110,7 @@ def test_missing_model_is_a_validation_error(ready):
     result = ready.run(prompt)
     assert not result.valid
     text = json.dumps(result.node_errors)
-    assert "MOVA-360p-not-downloaded" in text and "not available" in text and "models/mova" in text
+    assert "MOVA-360p-not-downloaded" in text and "not one of the choices" in text and "models/mova" in text
 
 
 def test_wrong_file_is_a_readable_execution_error(ready):

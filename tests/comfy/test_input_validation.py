@@ -34,13 +34,11 @@ def test_every_float_and_dropdown_of_every_mova_node_is_declared_in_validate_inp
     ("MOVALora", {"strength_bridge": -math.inf}, "strength_bridge: -inf is not a finite number"),
     ("MOVAModelLoader", {"quantization": "../../x"}, "quantization: '../../x' is not one of the choices"),
 ])
-def test_the_message_names_the_node_and_is_filed_once(comfy, node, inputs, words):
+def test_the_message_names_the_node_input_and_fix(comfy, node, inputs, words):
     cls = comfy.nodes.NODE_CLASS_MAPPINGS[node]
     result = cls.validate_inputs(**inputs)
-    assert result is not True
-    first, second = str(result), str(result)
-    assert first.startswith(cls.define_schema().display_name + ": ") and words in first, first
-    assert second == "(same problem, see the first message of this node)"
+    assert isinstance(result, str)
+    assert result.startswith(cls.define_schema().display_name + ": ") and words in result, result
 
 
 def test_good_values_pass(comfy):

@@ -89,6 +89,20 @@ def make_hostile_models(models: Path) -> None:
     (loras / "garbage.safetensors").write_bytes(b"\x00\xff" * 100)
     torch.save({"w": torch.zeros(1), "x": Payload(loras / MARKER)}, loras / "evil.pt")
 
+    # a pre-quantized (fp8) expert with one scale tensor missing, next to the toy's other towers
+    from mova_pack.kernels.quant import QuantSettings
+    from mova_pack.kernels.quant_io import quantize_file
+    from safetensors import safe_open
+    dm, toy = models / "diffusion_models", ROOT / "embedded" / "mova-toy"
+    quantize_file(toy / "video_dit" / "diffusion_pytorch_model.safetensors", dm / "fp8_no_scale.safetensors",
+                  QuantSettings(mode="fp8_e4m3fn"), "video_dit")
+    with safe_open(str(dm / "fp8_no_scale.safetensors"), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    dropped = sorted(k for k in tensors if k.endswith(".weight_scale"))[0]
+    save_file({k: v for k, v in tensors.items() if k != dropped}, str(dm / "fp8_no_scale.safetensors"), metadata=meta)
+    for component in ("video_dit_2", "audio_dit", "dual_tower_bridge"):
+        (dm / f"toy_{component}.safetensors").write_bytes((toy / component / "diffusion_pytorch_model.safetensors").read_bytes())
+
     evil = _mova_folder(mova, "evil-pth")
     (evil / "video_vae").mkdir()
     torch.save({"w": torch.zeros(1), "x": Payload(evil / MARKER)}, evil / "video_vae" / "evil.pth")
@@ -207,6 +221,17 @@ def _guidance_prompt(server, **inputs) -> dict:
     return prompt
 
 
+def _single_files(server) -> dict:
+    """The good graph loading the towers as single files, the high-noise expert a damaged fp8 file."""
+    prompt = good_prompt(server, "hostile")
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "MOVAModelLoader")
+    prompt[loader] = {"class_type": "MOVAModelLoaderFiles", "inputs": dict(
+        video_high_noise="fp8_no_scale.safetensors", video_low_noise="toy_video_dit_2.safetensors",
+        audio="toy_audio_dit.safetensors", bridge="toy_dual_tower_bridge.safetensors", preset="mova-360p",
+        dtype="auto", quantization="none", offload="none", resident_layers=40)}
+    return prompt
+
+
 def _download_prompt(**inputs) -> dict:
     return {"dl": {"class_type": "MOVADownloadModels",
                    "inputs": dict(dict(variant="MOVA-360p", components="configs only (no weights)", confirm=True),
@@ -308,6 +333,7 @@ PROMPT_CASES = [
     ("model-num-layers-negative", lambda s: _with(s, "MOVAModelLoader", model="negative-layers"), "MOVAModelLoader",
      "num_layers = -1", "run"),
     ("lora-garbage", lambda s: _lora_prompt(s, lora="garbage.safetensors"), "MOVALora", "re-download", "run"),
+    ("fp8-file-missing-a-scale", lambda s: _single_files(s), "MOVAModelLoaderFiles", "no '.weight_scale'", "run"),
     ("lora-evil-pt", lambda s: _lora_prompt(s, lora="evil.pt"), "MOVALora", "never runs", "run"),
 ]
 

@@ -49,12 +49,13 @@ GROUP_TITLE, GROUP_PAD, COLUMN_GAP = 38, 12, 70
 COLUMNS = [
     [("Load models", ["MOVAModelLoader", "MOVAModelLoaderFiles", "MOVALora", "MOVATextEncoderLoader",
                       "MOVAVideoVAELoader", "MOVAAudioVAELoader"])],
-    [("Prompt", ["MOVATextEncode"]), ("Size & length", ["LoadImage", "MOVALatent"])],
+    [("Prompt", ["MOVATextEncode"]), ("Size & length", ["MOVALatent", "LoadImage"])],
     [("Sample", ["MOVABridgeGuidance", "MOVASampler"])],
     [("Decode & save", ["MOVADecodeVideo", "MOVADecodeAudio", "CreateVideo", "SaveVideo"])],
 ]
 NOTES = ("MarkdownNote", "Note")
-VIEW = (70, 150, 1560, 960)     # screen box a 1600x1000 window leaves for the graph (sidebar, top bar)
+VIEW = (70, 150, 1560, 960)
+MIN_SCALE = 0.62     # screen box a 1600x1000 window leaves for the graph (sidebar, top bar)
 
 
 def with_fps_links(ui: dict) -> dict:
@@ -135,7 +136,11 @@ def laid_out(ui: dict) -> dict:
                                                       n["size"][1] + TITLE_HEIGHT] for n in ui["nodes"]]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    scale = round(min(1.0, (VIEW[2] - VIEW[0]) / (x1 - x0), (VIEW[3] - VIEW[1]) / (y1 - y0)), 3)
+    # Nodes 2.0 (Vue nodes) opens a classic graph scaled up 1.2x; fitting that fully would zoom the
+    # classic canvas below its level of detail (0.57: titles and widgets no longer drawn). So: the
+    # whole graph in the classic canvas, at a zoom where it is drawn in full; in Nodes 2.0 it opens at
+    # the same top-left corner, clear of sidebar and top bar, and may run past the bottom right.
+    scale = round(max(MIN_SCALE, min(1.0, (VIEW[2] - VIEW[0]) / (x1 - x0), (VIEW[3] - VIEW[1]) / (y1 - y0))), 3)
     ui["extra"]["ds"] = {"scale": scale, "offset": [round(VIEW[0] / scale - x0, 1), round(VIEW[1] / scale - y0, 1)]}
     return ui
 

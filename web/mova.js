@@ -221,10 +221,13 @@ function fitInfo(node, w) {
   const state = w.__movaState;
   let rows = INFO_LINES[w.name] ?? 1;
   if (el.isConnected && el.clientWidth > 0) {
-    const details = el.querySelector("details");
-    const body = details?.querySelector("div");
-    const folded = details && !details.open && body ? body.offsetHeight : 0;
-    rows = Math.max(rows, Math.ceil((el.scrollHeight - folded - 6) / LINE_PX));
+    // Summed from the parts: a folded <details> body may still have a layout box in Chromium.
+    let height = 0;
+    for (const child of el.children) {
+      if (child.tagName !== "DETAILS") { height += child.offsetHeight; continue; }
+      height += 2 + child.querySelector("summary").offsetHeight + (child.open ? child.querySelector("div").offsetHeight : 0);
+    }
+    rows = Math.max(rows, Math.ceil(height / LINE_PX));
   } else {
     rows = Math.max(rows, el.childElementCount);
   }
@@ -469,17 +472,31 @@ function wrapQueuePrompt() {
   };
 }
 
+// Link and slot colours. The frontend's palette sets every known type to "" (its default) whenever a
+// palette loads, after extensions are set up, so this is re-applied on the poll when it was reset.
+// Vue nodes read the CSS variable the palette also writes.
+function applyLinkColours() {
+  const canvas = app.canvas;
+  const LGraphCanvas = window.LGraphCanvas ?? canvas?.constructor;
+  for (const [type, colour] of Object.entries(LINK_COLORS)) {
+    if (canvas?.default_connection_color_byType && canvas.default_connection_color_byType[type] !== colour) {
+      canvas.default_connection_color_byType[type] = colour;
+      canvas.setDirty?.(true, true);
+    }
+    if (LGraphCanvas?.link_type_colors) LGraphCanvas.link_type_colors[type] = colour;
+    const style = document.body?.style;
+    if (style && style.getPropertyValue(`--color-datatype-${type}`) !== colour) {
+      style.setProperty(`--color-datatype-${type}`, colour);
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------------- registration
 app.registerExtension({
   name: "MOVA.Canvas",
 
   async setup() {
-    const canvas = app.canvas;
-    const LGraphCanvas = window.LGraphCanvas ?? canvas?.constructor;
-    for (const [type, colour] of Object.entries(LINK_COLORS)) {
-      if (LGraphCanvas?.link_type_colors) LGraphCanvas.link_type_colors[type] = colour;
-      if (canvas?.default_connection_color_byType) canvas.default_connection_color_byType[type] = colour;
-    }
+    applyLinkColours();
     wrapQueuePrompt();
     // LoRA reports arrive as progress text; show them in the node's own wrapped, folded report.
     api.addEventListener("progress_text", (event) => {
@@ -494,6 +511,7 @@ app.registerExtension({
       }, 0);
     });
     setInterval(() => {
+      applyLinkColours();
       for (const node of app.graph?._nodes ?? []) {
         if (node.__movaSetUp) refreshNode(node);
       }

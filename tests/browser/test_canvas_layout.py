@@ -89,6 +89,10 @@ def overlaps(boxes: list[dict]) -> list:
 def run_from_page(canvas: Canvas) -> dict:
     """Queue the loaded graph as the Run button does; wait for the saved video on the canvas."""
     canvas.page.evaluate("(src) => { window.__movaBoxes = src; }", BOXES)
+    # A seed of its own: the same graph run before (other renderer, other test) would come from
+    # ComfyUI's cache, without previews or growth to look at.
+    canvas.page.evaluate("""() => { const n = window.app.graph._nodes.find(n => n.type === 'MOVASampler');
+        n.widgets.find(w => w.name === 'seed').value = 1 + Math.floor(Math.random() * 1e9); }""")
     canvas.page.evaluate("""async () => {
         const api = window.comfyAPI.api.api;
         window.__mova = { errors: [], previews: 0, done: false, overlaps: [], tallest: {} };
@@ -129,6 +133,14 @@ def test_template_after_a_full_run_has_no_overlap_and_no_clipped_text(renderer, 
         timeout=15_000)
     before = canvas.page.evaluate(BOXES)
     assert not overlaps(before), f"{name} {path.name} as loaded: {overlaps(before)}"
+    # The saved view opens the graph clear of the sidebar (left) and the top bar / tabs; in the classic
+    # canvas whole and zoomed enough to be drawn in full (Nodes 2.0 scales the graph up 1.2x, so
+    # there it may run past the bottom right: docs/web.md).
+    outside = [(b["title"], [round(x) for x in b["box"]]) for b in before if b["box"][0] < 56 or b["box"][1] < 80
+               or (name == "classic" and (b["box"][0] + b["box"][2] > 1600 or b["box"][1] + b["box"][3] > 1000))]
+    assert not outside, f"{name} {path.name}: nodes outside the view it opens with: {outside}"
+    if name == "classic":
+        assert not canvas.page.evaluate("() => window.app.canvas.low_quality"), "the saved view is zoomed out past full detail"
     state = run_from_page(canvas)
     assert state["previews"] >= 1
     after = canvas.page.evaluate(BOXES)
@@ -149,3 +161,89 @@ def test_template_after_a_full_run_has_no_overlap_and_no_clipped_text(renderer, 
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         canvas.page.screenshot(path=str(DOCS_SHOTS / f"{shot}.jpg"), type="jpeg", quality=82)
     assert not canvas.unexpected_errors(), canvas.unexpected_errors()
+
+
+def info_text(canvas: Canvas, node_id: int, name: str) -> str:
+    """What the page shows in a MOVA info block (the DOM text, not the widget's value)."""
+    return canvas.page.evaluate("""([id, name]) => [...document.querySelectorAll(`.mova-info[data-mova-info="${name}"]`)]
+        .filter(e => e.dataset.movaNode === String(id)).map(e => e.innerText).join('\\n')""", [node_id, name])
+
+
+def wait_info(canvas: Canvas, node_id: int, name: str, pattern: str) -> str:
+    canvas.page.wait_for_function("""([id, name, pattern]) => [...document.querySelectorAll(`.mova-info[data-mova-info="${name}"]`)]
+        .some(e => e.dataset.movaNode === String(id) && new RegExp(pattern).test(e.innerText))""",
+                                  arg=[node_id, name, pattern], timeout=15_000)
+    return info_text(canvas, node_id, name)
+
+
+def test_info_lines_follow_widgets_links_and_the_video_frame_rate(renderer):
+    """Not frozen: the latent's line and the loader's estimate change on screen when a widget changes,
+    when a linked Int node changes, and the latent warns when CreateVideo plays at another fps."""
+    name, canvas = renderer
+    canvas.errors.clear()
+    workflow = json.loads((ROOT / "workflows" / "text_to_video_audio.json").read_text())
+    canvas.load(workflow)
+    ids = {n["type"]: n["id"] for n in workflow["nodes"]}
+    latent, loader, video = ids["MOVALatent"], ids["MOVAModelLoader"], ids["CreateVideo"]
+    wait_info(canvas, loader, "memory_estimate", "^VRAM")
+    canvas.set_widget(latent, "frames", 97)
+    assert "97 frames = 4.04 s" in wait_info(canvas, latent, "duration", "^97 frames")
+    wait_info(canvas, loader, "memory_estimate", "97 f = 4.04 s")
+    # Width from a core Int node: the line follows the Int node's value.
+    canvas.page.evaluate("""([latentId]) => {
+        const graph = window.app.graph, latent = graph.getNodeById(latentId);
+        const int = window.LiteGraph.createNode('PrimitiveInt'); int.pos = [latent.pos[0], latent.pos[1] + 400];
+        graph.add(int); int.widgets.find(w => w.name === 'value').value = 128;
+        int.connect(0, latent, latent.findInputSlot('width')); window.__movaInt = int.id; }""", [latent])
+    assert "128×64 px" in wait_info(canvas, latent, "duration", "128×64 px")
+    wait_info(canvas, loader, "memory_estimate", "128×64")
+    int_id = canvas.page.evaluate("() => window.__movaInt")
+    canvas.set_widget(int_id, "value", 256)
+    wait_info(canvas, latent, "duration", "256×64 px")
+    # The shipped graph links the decoder's fps into CreateVideo: no warning at any rate.
+    canvas.set_widget(latent, "fps", 12)
+    text = wait_info(canvas, latent, "duration", "at 12 fps")
+    assert "CreateVideo plays" not in text
+    # Unlinked and left at 24: the line says what goes wrong and how to fix it.
+    canvas.page.evaluate("""(id) => { const n = window.app.graph.getNodeById(id);
+        n.disconnectInput(n.findInputSlot('fps')); n.widgets.find(w => w.name === 'fps').value = 24; }""", video)
+    text = wait_info(canvas, latent, "duration", "CreateVideo plays at 24 fps")
+    assert "4.04 s of video" in text and "fps output" in text
+    assert not canvas.page.evaluate(CLIPPED)
+    canvas.page.screenshot(path=str(ARTIFACTS / f"{name}-info-lines.png"))
+    assert not canvas.unexpected_errors(), canvas.unexpected_errors()
+
+
+def test_one_validation_message_per_problem_on_the_input_it_names(renderer):
+    """ComfyUI 0.3.75 repeats a validate_inputs message once per input of the function; the page keeps
+    one, on the input the message is about. The payload is what execution.py builds for MOVA Empty Latent."""
+    _, canvas = renderer
+    message = "width: 70 is not a multiple of 16 (MOVA's video VAE and patching need it); use 64 or 80"
+    errors = [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+               "details": f"{name} - {message}", "extra_info": {"input_name": name}}
+              for name in ("width", "height", "frames", "fps")]
+    bridge = "bridge_start 0.8 must not be after bridge_end 0.2"
+    errors += [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+                "details": f"{name} - {bridge}", "extra_info": {"input_name": name}}
+               for name in ("bridge_start", "bridge_end")]
+    errors.append({"type": "value_bigger_than_max", "message": "Value bigger than max", "details": "steps",
+                   "extra_info": {"input_name": "steps"}})
+    kept = canvas.page.evaluate("""async (errors) => {
+        const mova = await import('/extensions/ComfyUI-MOVA/mova.js');
+        const out = mova.dedupeNodeErrors({ "7": { errors, class_type: "MOVALatent" } });
+        return { kept: out["7"].errors, wrapped: !!window.comfyAPI.api.api.__movaWrapped }; }""", errors)
+    assert kept["wrapped"], "api.queuePrompt is not wrapped: repeated messages would reach the dialog"
+    assert [(e["type"], e["extra_info"]["input_name"]) for e in kept["kept"]] == [
+        ("custom_validation_failed", "width"), ("custom_validation_failed", "bridge_start"),
+        ("value_bigger_than_max", "steps")]
+
+
+def test_mova_links_have_their_own_colours(renderer):
+    _, canvas = renderer
+    colours = canvas.page.evaluate("""async () => {
+        const mova = await import('/extensions/ComfyUI-MOVA/mova.js');
+        const byType = window.app.canvas.default_connection_color_byType ?? {};
+        const legacy = window.LGraphCanvas?.link_type_colors ?? {};
+        return Object.keys(mova.LINK_COLORS).map(t => [t, byType[t] ?? legacy[t] ?? null, mova.LINK_COLORS[t]]); }""")
+    assert len(colours) == 7 and all(shown == wanted for _, shown, wanted in colours), colours
+    assert len({c for _, c, _ in colours}) == 7

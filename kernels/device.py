@@ -57,3 +57,13 @@ def module_bytes(model: nn.Module, device: torch.device | str | None = None) -> 
             continue
         total += tensor_bytes(t)
     return total
+
+
+def free_memory_bytes(device: torch.device | str | None) -> int | None:
+    """Bytes a new allocation on `device` can still get: the driver's free memory plus what PyTorch's
+    caching allocator holds unused. None for devices without such a figure (cpu, mps, meta)."""
+    if device is None or torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return None
+    device = torch.device(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))

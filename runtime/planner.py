@@ -94,10 +94,23 @@ def _units(config, mode: str, dtype: str, fp8_scale: str) -> list[int]:
     return [vb + ab + bb] * shared + [vb] * (config.video_dit.num_layers - shared)
 
 
+def decode_stage(config, width: int, height: int, frames: int, act: int, tile_px: int = 0) -> dict:
+    """VRAM of the video decode as MOVA Decode Video runs it: both VAEs' weights, the causal cache and
+    one chunk's live tensors of one tile (the whole frame untiled; tiled, also the attention part's
+    output kept for every latent frame), frames assembled in host RAM. Read off the forward in
+    models/codecs/video_vae_tiles.py; checked against H200 peaks in docs/benchmarks.md."""
+    from ..models.codecs.video_vae_tiles import decode_peak_bytes
+
+    vvae, avae = video_vae_params(config.video_vae) * act, audio_vae_params(config.audio_vae) * 4
+    return {"video_vae": vvae + avae,
+            "activations": decode_peak_bytes(config.video_vae, width, height, frames, act, tile_px),
+            "cuda_context": CUDA_CONTEXT}
+
+
 def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0, dtype: str = "bf16",
                 quant: str = "bf16", offload: OffloadSettings | None = None, cfg_passes: int = 2,
                 experts: int = 2, fp8_scale: str = "tensor", passes_per_forward: int = 1,
-                device: str = "cuda") -> MemoryPlan:
+                device: str = "cuda", decode_tile: int = 0) -> MemoryPlan:
     """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
     keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM).
 
@@ -105,7 +118,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     the sampler holds one velocity per pass. `passes_per_forward`: how many of them run as one batched
     joint forward (GuidanceSettings.batch_passes batches the passes that share a Bridge setting; the
     default 1 = one pass per forward, the sampler's default); activations scale with it.
-    `device` "cpu" adds the fp32 temporaries of CPU half-precision kernels (see block_extra_bytes)."""
+    `device` "cpu" adds the fp32 temporaries of CPU half-precision kernels (see block_extra_bytes).
+    `decode_tile`: the video decode's tile side in pixels (0 = untiled), see decode_stage."""
     if not 1 <= passes_per_forward <= max(cfg_passes, 1):
         raise ValueError(f"passes_per_forward must be between 1 and cfg_passes ({cfg_passes}), "
                          f"got {passes_per_forward}")
@@ -153,12 +167,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     text = {"text_encoder": text_bytes, "activations": 512 * config.text_encoder.d_ff * 4 * 4,
             "cuda_context": CUDA_CONTEXT}
     vvae, avae = video_vae_params(config.video_vae) * act, audio_vae_params(config.audio_vae) * 4
-    _, (f, _, _), _ = latent_sizes(config, width, height, frames, fps)
     frame_px = width * height
-    decode = {"video_vae": vvae + avae,
-              # causal chunks of 4 frames at full resolution, ~10 live base_dim-wide maps [ESTIMATE]
-              "activations": 10 * 4 * frame_px * config.video_vae.base_dim * act,
-              "frames_out": 3 * frames * frame_px * 4, "cuda_context": CUDA_CONTEXT}
+    decode = decode_stage(config, width, height, frames, act, decode_tile)
     stages = {"denoise": denoise, "text encode": text, "decode": decode}
     stage = max(stages, key=lambda s: sum(stages[s].values()))
 

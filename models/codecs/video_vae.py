@@ -10,6 +10,7 @@ chunk and the result equals the reference chunk by chunk.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -18,9 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import VideoVAEConfig
+from . import video_vae_tiles as tiles_mod
+from .video_vae_tiles import choose_tile, feather, parse_tiling, spans
+from ...kernels.device import free_memory_bytes
 from ...common.errors import CheckpointError, ConfigError, InputError
 from ...common.files import read_json, read_weights
 
+log = logging.getLogger("mova")
 CACHE_FRAMES = 2  # a k=3 causal conv needs the two previous frames
 
 
@@ -210,6 +215,19 @@ class Encoder3d(nn.Module):
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         return _run(x, cache, self.conv1, [*self.downsamples, *self.middle], self.head)
 
+    def local(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        """The convolutional part (tileable): conv1 and the downsamples."""
+        x = cached_conv(self.conv1, x, cache)
+        for block in self.downsamples:
+            x = block(x, cache)
+        return x
+
+    def globl(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        """The part with frame-wide attention (run on whole frames): middle and head."""
+        for block in self.middle:
+            x = block(x, cache)
+        return cached_conv(self.head[2], self.head[1](self.head[0](x)), cache)
+
 
 class Decoder3d(nn.Module):
     def __init__(self, a: VideoVAEConfig):
@@ -234,6 +252,19 @@ class Decoder3d(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         return _run(x, cache, self.conv1, [*self.middle, *self.upsamples], self.head)
+
+    def globl(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        """The part with frame-wide attention (run on whole latent frames): conv1 and middle."""
+        x = cached_conv(self.conv1, x, cache)
+        for block in self.middle:
+            x = block(x, cache)
+        return x
+
+    def local(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        """The convolutional part (tileable): upsamples and head."""
+        for block in self.upsamples:
+            x = block(x, cache)
+        return cached_conv(self.head[2], self.head[1](self.head[0](x)), cache)
 
 
 class WanVideoVAE(nn.Module):
@@ -272,9 +303,78 @@ class WanVideoVAE(nn.Module):
     def _param(self) -> torch.Tensor:
         return self.conv1.weight
 
+    # ------------------------------------------------------------------------------- tiles
+    def pick_tile(self, tiling, width: int, height: int, frames: int, device, frames_on_device: bool) -> int:
+        """Widget/argument value -> tile side in output px (0 = untiled). "auto" asks the device for
+        its free memory (none on CPU: untiled) and takes the largest tile that fits."""
+        tile = parse_tiling(tiling) if not isinstance(tiling, int) else tiling
+        if tile is not None:
+            return tile
+        free = free_memory_bytes(device)
+        if free is None:
+            return 0
+        act = self._param().element_size()
+        return choose_tile(int(free * 0.9), self.config, width, height, frames, act, frames_on_device)
+
+    def _tiled(self, tile: int, lat_h: int, lat_w: int) -> bool:
+        t = tile // self.spatial_stride if tile else 0
+        return len(spans(lat_h, t, tiles_mod.overlap_for(t))) * len(spans(lat_w, t, tiles_mod.overlap_for(t))) > 1
+
+    def _run_tiles(self, run, x, chunks, out, tile: int, in_f: int, out_f: int, on_chunk=None):
+        """run(x tile chunk, cache) -> out chunk, over spatial tiles (each with its own causal cache
+        through all chunks), feather-blended into `out` (zeros) on its own device."""
+        stride = self.spatial_stride
+        t = tile // stride if tile else 0
+        ys = spans(x.shape[-2] // in_f, t, tiles_mod.overlap_for(t))
+        xs = spans(x.shape[-1] // in_f, t, tiles_mod.overlap_for(t))
+        m = tiles_mod.margin_for(t)
+        single = len(ys) == len(xs) == 1
+        wsum = None if single else torch.zeros(out.shape[-2:], dtype=torch.float32, device=out.device)
+        done, total = 0, len(ys) * len(xs) * len(chunks)
+        for iy, sy in enumerate(ys):
+            wy = torch.tensor(feather(ys, iy, out_f, m))
+            for ix, sx in enumerate(xs):
+                inp = x[..., sy.start * in_f:sy.end * in_f, sx.start * in_f:sx.end * in_f]
+                oy, ox = slice(sy.start * out_f, sy.end * out_f), slice(sx.start * out_f, sx.end * out_f)
+                w2 = None if single else wy[:, None] * torch.tensor(feather(xs, ix, out_f, m))[None]
+                cache = CausalCache()
+                for tin, tout in chunks:
+                    cache.new_chunk()
+                    y = run(inp[:, :, tin], cache).float()
+                    if single:
+                        out[:, :, tout] = y.to(out.device)
+                    else:
+                        out[:, :, tout, oy, ox] += (y * w2.to(y.device)).to(out.device)
+                    del y
+                    done += 1
+                    if on_chunk is not None:
+                        on_chunk(done, total)
+                if not single:
+                    wsum[oy, ox] += w2.to(wsum.device)
+        if not single:
+            out /= wsum
+        return out
+
+    def _with_oom_retry(self, attempt, tile: int, what: str, width: int, height: int, frames: int, device):
+        """attempt(tile); an untiled attempt that runs out of CUDA memory is retried tiled once
+        (as ComfyUI's VAEDecode does), outside the except block so the failed attempt's tensors are freed."""
+        try:
+            return attempt(tile)
+        except torch.OutOfMemoryError:
+            if tile:
+                raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        free = free_memory_bytes(device)
+        act = self._param().element_size()
+        retry = (choose_tile(int(free * 0.9), self.config, width, height, frames, act) if free else 0) or 256
+        log.warning("MOVA: out of GPU memory in the untiled video VAE %s; retrying with %d px tiles.", what, retry)
+        return attempt(retry)
+
     @torch.no_grad()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """video [B, 3, F, H, W] in [-1, 1], F = 1 + 4k, H and W multiples of 8 -> normalized latent (float32)."""
+    def encode(self, video: torch.Tensor, tiling="auto") -> torch.Tensor:
+        """video [B, 3, F, H, W] in [-1, 1], F = 1 + 4k, H and W multiples of 8 -> normalized latent (float32).
+        `tiling`: "auto" (fit the free memory), "off" / 0 (untiled) or a tile side in pixels."""
         if video.dim() != 5 or video.shape[1] != 3:
             raise InputError(f"video VAE encode expects pixels [batch, 3, frames, height, width]; got {tuple(video.shape)}.")
         f, h, w = video.shape[2:]
@@ -285,37 +385,70 @@ class WanVideoVAE(nn.Module):
         p = self._param()
         out_device = video.device
         video = video.to(p.device, p.dtype)
-        cache = CausalCache()
-        outs = []
-        for start, end in [(0, 1)] + [(1 + 4 * i, 5 + 4 * i) for i in range((f - 1) // 4)]:
-            cache.new_chunk()
-            outs.append(self.encoder(video[:, :, start:end], cache))
-        mu = self.conv1(torch.cat(outs, dim=2))[:, : self.z_dim].float()
+        s = self.spatial_stride
+        bounds = [(0, 1)] + [(1 + 4 * i, 5 + 4 * i) for i in range((f - 1) // 4)]
+        chunks = [(slice(a, b), slice(i, i + 1)) for i, (a, b) in enumerate(bounds)]
+        tile = self.pick_tile(tiling, w, h, f, p.device, frames_on_device=True)
+
+        def attempt(tile: int) -> torch.Tensor:
+            lat = (video.shape[0], self.z_dim, len(chunks), h // s, w // s)
+            if not self._tiled(tile, h // s, w // s):
+                run = lambda x, cache: self.conv1(self.encoder(x, cache))[:, : self.z_dim]  # noqa: E731
+                return self._run_tiles(run, video, chunks, torch.zeros(lat, device=p.device), 0, s, 1)
+            # tiles for the convolutions, whole frames for the attention (tiling it would change it)
+            c = self.encoder.head[0].gamma.shape[0]
+            feats = torch.zeros(lat[0], c, *lat[2:], device=p.device)
+            self._run_tiles(self.encoder.local, video, chunks, feats, tile, s, 1)
+            mu, cache = torch.zeros(lat, device=p.device), CausalCache()
+            for i in range(len(chunks)):
+                cache.new_chunk()
+                y = self.encoder.globl(feats[:, :, i:i + 1].to(p.dtype), cache)
+                mu[:, :, i:i + 1] = self.conv1(y)[:, : self.z_dim].float()
+            return mu
+
+        mu = self._with_oom_retry(attempt, tile, "encode", w, h, f, p.device)
         return ((mu - self.latents_mean.float()) / self.latents_std.float()).to(out_device)
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor,
-               on_frame: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, on_frame: Optional[Callable[[int, int], None]] = None,
+               tiling="auto") -> torch.Tensor:
         """normalized latent [B, 16, T, h, w] -> pixels [B, 3, 1+4(T-1), 8h, 8w] in [-1, 1] (float32).
 
-        Decodes one latent frame at a time (memory of one chunk) and moves each decoded chunk to the
-        latent's device (a CPU latent keeps the full video off the GPU); `on_frame(done, total)` reports progress.
-        """
+        Decodes one latent frame at a time per spatial tile (causal cache per tile) and writes each
+        chunk into the video on the latent's device (a CPU latent keeps the frames off the GPU).
+        `tiling`: "auto" (largest tile that fits the free memory; untiled when it all fits or on CPU),
+        "off" / 0 (untiled) or a tile side in pixels; an untiled decode that runs out of CUDA memory
+        is retried tiled once. `on_frame(done, total)` reports progress in chunks."""
         if latent.dim() != 5 or latent.shape[1] != self.z_dim:
             raise InputError(f"video VAE decode expects a latent [batch, {self.z_dim}, frames, h, w]; "
                              f"got {tuple(latent.shape)}.")
         p = self._param()
+        s, ts = self.spatial_stride, self.temporal_stride
         z = latent.to(p.device, torch.float32) * self.latents_std.float() + self.latents_mean.float()
         x = self.conv2(z.to(p.dtype))
-        cache = CausalCache()
-        frames = []
-        total = x.shape[2]
-        for i in range(total):
-            cache.new_chunk()
-            frames.append(self.decoder(x[:, :, i:i + 1], cache).float().to(latent.device))
-            if on_frame is not None:
-                on_frame(i + 1, total)
-        return torch.cat(frames, dim=2).clamp_(-1.0, 1.0)
+        t = x.shape[2]
+        frames, h, w = 1 + ts * (t - 1), x.shape[3] * s, x.shape[4] * s
+        chunks = [(slice(i, i + 1), slice(0, 1) if i == 0 else slice(1 + ts * (i - 1), 1 + ts * i))
+                  for i in range(t)]
+        on_device = latent.device.type == p.device.type
+
+        def attempt(tile: int) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 3, frames, h, w, device=latent.device)
+            if not self._tiled(tile, x.shape[3], x.shape[4]):
+                return self._run_tiles(self.decoder, x, chunks, out, 0, 1, s, on_frame)
+            # whole latent frames through the attention first (kept, small), then tiles for the rest
+            feats, cache = None, CausalCache()
+            for i in range(t):
+                cache.new_chunk()
+                y = self.decoder.globl(x[:, :, i:i + 1], cache)
+                if feats is None:
+                    feats = y.new_empty(y.shape[0], y.shape[1], t, *y.shape[3:])
+                feats[:, :, i:i + 1] = y
+            del cache, y
+            return self._run_tiles(self.decoder.local, feats, chunks, out, tile, 1, s, on_frame)
+
+        tile = self.pick_tile(tiling, w, h, frames, p.device, frames_on_device=on_device)
+        return self._with_oom_retry(attempt, tile, "decode", w, h, frames, p.device).clamp_(-1.0, 1.0)
 
 
 def video_vae_param_count(cfg: VideoVAEConfig = VideoVAEConfig()) -> int:

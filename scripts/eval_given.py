@@ -3,7 +3,8 @@
   v2a_encoded_<on|off>       rendered clip's frames through the node's path (fit, video VAE encode, held
                              given clean), audio sampled; sync of the rendered video vs the generated audio
   v2a_designed_<on|off>      the same with the clip's designed latent given (what a video encoder that
-                             predicts the toy's latent gives; the toy's own encoder does not, see docs)
+                             predicts the toy's latent gives; the toy's own encoder does not, see docs);
+                             _off is v2a_encoded_off (with the Bridge off the audio never sees the video)
   v2a_designed_noised_on     the designed latent noised per step instead of clean
   a2v_encoded / a2v_designed rendered soundtrack given (through the audio VAE encoder / its designed
                              latent), video sampled; sync of the generated video vs the rendered audio,
@@ -164,10 +165,11 @@ def rows(toy, prompts, steps: int, cfg: float, audio_shift, windows: int = 3, re
     report("inputs", {"seconds": round(time.monotonic() - t, 1)})
     for label, kw in () if "v2a" not in which else (("v2a_encoded_on", {}), ("v2a_encoded_off", {"bridge_on": False}),
                       ("v2a_designed_on", {"source": "designed"}),
-                      ("v2a_designed_off", {"source": "designed", "bridge_on": False}),
                       ("v2a_designed_noised_on", {"source": "designed", "mode": "noised"})):
         timed(label, lambda kw=kw: E.score(v2a(toy, gen, prompts, inputs, steps, cfg, audio_shift, **kw), prompts),
               given="video", **kw)
+    if "v2a_encoded_off" in out:   # with the Bridge off the audio tower never sees the video: same clips
+        out["v2a_designed_off"] = {**out["v2a_encoded_off"], "source": "designed", "same_as": "v2a_encoded_off"}
     for label, kw in () if "a2v" not in which else (("a2v_encoded", {}), ("a2v_designed", {"source": "designed"}),
                       ("a2v_designed_noised", {"source": "designed", "mode": "noised"})):
         timed(label, lambda kw=kw: E.score(a2v(toy, gen, prompts, inputs, steps, cfg, audio_shift, **kw), prompts),

@@ -93,6 +93,8 @@ def _config(query: dict, host: Host):
     model = query.get("model")
     if model:
         names = list(host.model_names())
+        if isinstance(model, str) and model not in names and model.lower() in PRESETS and model in hub.REPOS:
+            return PRESETS[model.lower()], model.lower()   # a release not downloaded yet: its architecture
         if not isinstance(model, str) or model not in names:
             shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
             raise RequestError(f"unknown model {_echo(model)}; the MOVA Model Loader lists: {shown or 'none'}")

@@ -212,6 +212,14 @@ def test_model_names_resolve_only_among_the_loader_entries(tmp_path, model):
     assert "my-tiny" in str(err.value) and len(str(err.value)) < 200
 
 
+def test_a_release_not_downloaded_yet_is_estimated_from_its_preset():
+    host = routes.Host(model_names=lambda: ["mova-toy"])
+    e = routes.estimate({"model": "MOVA-720p", "width": 1280, "height": 720}, host)
+    assert e["model"] == "mova-720p"
+    with pytest.raises(routes.RequestError, match="unknown model"):
+        routes.estimate({"model": "mova-720p/../x"}, host)
+
+
 def test_http_errors_are_400_short_and_never_500():
     async def run():
         table = web.RouteTableDef()

@@ -32,7 +32,7 @@ def test_estimate_route_reads_the_embedded_model_folder(server):
 
 def test_bad_estimate_query_is_a_400_with_the_reason(server):
     status, body = server._request("/mova/estimate?frames=lots")
-    assert status == 400 and "frames must be a number" in json.loads(body)["error"]
+    assert status == 400 and "frames must be a finite number" in json.loads(body)["error"]
 
 
 def test_models_route_lists_the_released_files(server):

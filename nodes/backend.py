@@ -235,9 +235,10 @@ def _require_samples(latent: AVLatent, what: str):
                          "not the empty latent.")
 
 
-def decode_video(video_vae, latent: AVLatent):
+def decode_video(video_vae, latent: AVLatent, tiling="auto"):
     _require_samples(latent, "video")
-    pixels = video_vae.decode(latent.video)            # [B, 3, F, H, W] in [-1, 1]
+    # a CPU latent: the decoded frames are assembled in host RAM, not on the GPU
+    pixels = video_vae.decode(latent.video.cpu(), tiling=tiling)   # [B, 3, F, H, W] in [-1, 1]
     frames = pixels[0].movedim(0, -1)                   # -> [F, H, W, 3]
     return ((frames + 1.0) / 2.0).clamp(0.0, 1.0).float().cpu()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import backend
+from ..models.codecs.video_vae_tiles import TILING_OPTIONS
 from .types import CATEGORY, MovaAudioVAE, MovaLatent, MovaVideoVAE
 
 

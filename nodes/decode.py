@@ -16,7 +16,13 @@ class MovaDecodeVideo(io.ComfyNode):
             description="Video latent -> frames (IMAGE, frames × height × width × 3, 0..1) for CreateVideo, "
                         "SaveAnimatedWEBP or VideoHelperSuite.",
             inputs=[MovaVideoVAE.Input("video_vae", tooltip="The Wan 2.1 video VAE."),
-                    MovaLatent.Input("latent", tooltip="Sampled latent from MOVA Sampler.")],
+                    MovaLatent.Input("latent", tooltip="Sampled latent from MOVA Sampler."),
+                    io.Combo.Input("tiling", options=list(TILING_OPTIONS), default="auto", optional=True,
+                                   tooltip="Spatial tiles for the VAE decode, to fit GPU memory. auto: the "
+                                           "whole frame if it fits the free VRAM, else the largest tile that "
+                                           "does; off: whole frame; 256/384/512: tile side in pixels. Tiles "
+                                           "overlap and cross-fade (max difference ~1e-2 of the 0..1 range). "
+                                           "An untiled decode that runs out of memory is retried tiled.")],
             outputs=[io.Image.Output(display_name="images"),
                      # appended: the clip's own frame rate, so CreateVideo cannot disagree with the latent
                      io.Float.Output(display_name="fps", tooltip="Frames per second the clip was sampled at "
@@ -24,8 +30,8 @@ class MovaDecodeVideo(io.ComfyNode):
             hidden=[io.Hidden.unique_id])
 
     @classmethod
-    def execute(cls, video_vae, latent) -> io.NodeOutput:
-        return io.NodeOutput(backend.decode_video(video_vae, latent), float(latent.fps))
+    def execute(cls, video_vae, latent, tiling="auto") -> io.NodeOutput:
+        return io.NodeOutput(backend.decode_video(video_vae, latent, tiling=tiling), float(latent.fps))
 
 
 class MovaDecodeAudio(io.ComfyNode):

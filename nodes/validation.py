@@ -8,18 +8,17 @@ within min/max. Linked inputs arrive as None and are checked when they run.
 from __future__ import annotations
 
 import math
-import re
 
 from comfy_api.latest import io
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+from ..common.files import clean
+
 _SHOWN = 8
 
 
 def short(value, limit: int = 60) -> str:
     """repr of a user value, bounded (a 5,000-character string is not echoed back whole)."""
-    text = _ANSI.sub("", repr(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return clean(repr(value), limit)
 
 
 def _choices(options) -> str:

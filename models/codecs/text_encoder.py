@@ -92,6 +92,10 @@ class UMT5TextEncoder(nn.Module):
         self.max_length = max_length
 
     @property
+    def dtype(self) -> torch.dtype:   # the compute dtype (fp8 linears dequantize to it)
+        return self.model.shared.weight.dtype
+
+    @property
     def d_model(self) -> int:
         return int(self.model.config.d_model)
 
@@ -218,7 +222,12 @@ def _tokenizer_for(path: Path):
 def load_text_encoder(path, dtype: torch.dtype = torch.bfloat16, device="cpu",
                       tokenizer_path=None) -> UMT5TextEncoder:
     """Load umT5 from a MOVA folder, its `text_encoder/` folder (tokenizer from the sibling `tokenizer/`),
-    or a ComfyUI single file (tokenizer embedded, else `tokenizer_path`: a tokenizer folder or spiece.model)."""
+    or a ComfyUI single file (tokenizer embedded, else `tokenizer_path`: a tokenizer folder or spiece.model).
+
+    Built on the meta device and read tensor by tensor (text_encoder_stream): host RAM holds the
+    steady state plus one tensor; a scaled-fp8 file's linears stay fp8."""
+    from .text_encoder_stream import TensorIndex, stream_umt5
+
     path = Path(path)
     if path.is_dir():
         te = path / "text_encoder" if (path / "text_encoder").is_dir() else path
@@ -230,26 +239,29 @@ def load_text_encoder(path, dtype: torch.dtype = torch.bfloat16, device="cpu",
         files = sorted(te.glob("*.safetensors"))
         if not files:
             raise CheckpointError(f"{te}: no .safetensors weights found.")
-        sd = {k: v.to(dtype) for k, v in _read_safetensors(files).items()}
-        sd.setdefault("encoder.embed_tokens.weight", sd.get("shared.weight"))
-        sd.setdefault("shared.weight", sd["encoder.embed_tokens.weight"])
         tok_dir = _find_tokenizer(te, tokenizer_path)
         if tok_dir is None:
             raise CheckpointError(f"{te}: no tokenizer found next to it; expected {te.parent / 'tokenizer'} "
                                   "(tokenizer.json / spiece.model) or pass tokenizer_path.")
-        return UMT5TextEncoder(build_umt5(sd, cfg, device), _tokenizer_for(tok_dir))
+        model = stream_umt5(TensorIndex(files), cfg, dtype, device, str(te))
+        return UMT5TextEncoder(model, _tokenizer_for(tok_dir))
     if not path.is_file():
         raise CheckpointError(f"{path}: text encoder file or folder not found.")
-    sd, spiece = comfy_to_hf_state_dict(_read_safetensors([path]), dtype)
-    cfg = infer_config(sd)
-    if spiece is not None and tokenizer_path is None:
-        tokenizer = SentencePieceTokenizer(spiece)
+    index = TensorIndex([path])
+    if "encoder.final_layer_norm.weight" not in index or "shared.weight" not in index:
+        raise CheckpointError(
+            f"{path}: not a umT5 encoder file: expected keys shared.weight and encoder.block.N.layer.0.SelfAttention.q.weight "
+            f"(found e.g. {sorted(index.where)[:4]}). Use umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled from ComfyUI's "
+            "models/text_encoders or MOVA's text_encoder/ folder.")
+    cfg = infer_config(index.meta_dict())
+    if "spiece_model" in index and tokenizer_path is None:
+        tokenizer = SentencePieceTokenizer(index.read("spiece_model").numpy().tobytes())
     elif tokenizer_path is not None:
         tokenizer = _tokenizer_for(Path(tokenizer_path))
     else:
         raise CheckpointError(f"{path}: the file has no embedded tokenizer (spiece_model); pass the umT5 "
                               "tokenizer folder (MOVA's tokenizer/) or spiece.model as tokenizer_path.")
-    return UMT5TextEncoder(build_umt5(sd, cfg, device), tokenizer)
+    return UMT5TextEncoder(stream_umt5(index, cfg, dtype, device, str(path)), tokenizer)
 
 
 # ------------------------------------------------------------------------- small stand-ins (tests, toy)

@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     try:
         (tmp / "input").mkdir()
         shutil.copy(comfy_host.COMFY_DIR / "input" / "example.png", tmp / "input" / "example.png")
+        for media in sorted((WORKFLOWS / "media").glob("*")):     # the templates' own inputs (toy-rendered)
+            if media.is_file():
+                shutil.copy(media, tmp / "input" / media.name)
         for path in paths:      # a fresh server each: no model or cache state carried between graphs
             with comfy_host.ComfyHost(output_dir=tmp / "output", input_dir=tmp / "input",
                                       log_path=tmp / "comfyui.log") as host:

@@ -124,10 +124,15 @@ def laid_out(ui: dict) -> dict:
         if members:
             bottoms_at.append((left, max(n["pos"][1] + n["size"][1] for n in members)))
             left += max(n["size"][0] for n in members) + 2 * GROUP_PAD + COLUMN_GAP
-    # Notes go under the column that ends highest (its groups' nodes do not grow past their saved size).
-    column_x, top = min(bottoms_at, key=lambda c: c[1]) if bottoms_at else (20, 0)
+    # Notes go under the column that ends highest among those with room for the note's width before
+    # the next column (the nodes above do not grow past their saved size).
+    notes = [n for n in ui["nodes"] if n["type"] in NOTES]
+    wide = max((n["size"][0] for n in notes), default=0)
+    room = [(x, bottom) for i, (x, bottom) in enumerate(bottoms_at)
+            if i + 1 == len(bottoms_at) or bottoms_at[i + 1][0] - x - GROUP_PAD >= wide]
+    column_x, top = min(room or bottoms_at, key=lambda c: c[1]) if bottoms_at else (20, 0)
     top += GROUP_PAD + TITLE_HEIGHT + 2 * GAP
-    for note in (n for n in ui["nodes"] if n["type"] in NOTES):
+    for note in notes:
         note["pos"] = [column_x + GROUP_PAD, top]
         top += note["size"][1] + TITLE_HEIGHT + GAP
     ui["groups"] = [{"id": i + 1, "title": title, "bounding": _box(nodes), "color": GROUP_COLOR,

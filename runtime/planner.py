@@ -94,6 +94,20 @@ def _units(config, mode: str, dtype: str, fp8_scale: str) -> list[int]:
     return [vb + ab + bb] * shared + [vb] * (config.video_dit.num_layers - shared)
 
 
+def text_stage(te_config, act: int, fp8: bool = False) -> dict:
+    """VRAM of the text encode: umT5 as models/codecs/text_encoder_stream loads it (fp8 linears of a
+    scaled file stay fp8, all else in the compute dtype; the generator's quantization does not apply),
+    and one layer's live tensors: fp32 scores and position bias of 512 tokens, the gated FFN, and
+    (fp8) the layer's weight dequantized through fp32 [ESTIMATE]."""
+    from ..models.codecs.text_encoder_stream import text_encoder_bytes
+
+    c = te_config
+    live = 2 * c.num_heads * 512 * 512 * 4 + 3 * 512 * c.d_ff * 4
+    if fp8:
+        live += c.d_model * c.d_ff * (4 + 4 + act)
+    return {"text_encoder": text_encoder_bytes(c, act, fp8), "activations": live, "cuda_context": CUDA_CONTEXT}
+
+
 def decode_stage(config, width: int, height: int, frames: int, act: int, tile_px: int = 0) -> dict:
     """VRAM of the video decode as MOVA Decode Video runs it: both VAEs' weights, the causal cache and
     one chunk's live tensors of one tile (the whole frame untiled; tiled, also the attention part's
@@ -110,7 +124,7 @@ def decode_stage(config, width: int, height: int, frames: int, act: int, tile_px
 def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0, dtype: str = "bf16",
                 quant: str = "bf16", offload: OffloadSettings | None = None, cfg_passes: int = 2,
                 experts: int = 2, fp8_scale: str = "tensor", passes_per_forward: int = 1,
-                device: str = "cuda", decode_tile: int = 0) -> MemoryPlan:
+                device: str = "cuda", decode_tile: int = 0, text_fp8: bool = False) -> MemoryPlan:
     """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
     keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM).
 
@@ -119,7 +133,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     joint forward (GuidanceSettings.batch_passes batches the passes that share a Bridge setting; the
     default 1 = one pass per forward, the sampler's default); activations scale with it.
     `device` "cpu" adds the fp32 temporaries of CPU half-precision kernels (see block_extra_bytes).
-    `decode_tile`: the video decode's tile side in pixels (0 = untiled), see decode_stage."""
+    `decode_tile`: the video decode's tile side in pixels (0 = untiled), see decode_stage.
+    `text_fp8`: the text encoder comes from ComfyUI's scaled-fp8 file (linears stay fp8), see text_stage."""
     if not 1 <= passes_per_forward <= max(cfg_passes, 1):
         raise ValueError(f"passes_per_forward must be between 1 and cfg_passes ({cfg_passes}), "
                          f"got {passes_per_forward}")
@@ -162,10 +177,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
                                                        batch=passes_per_forward, device=device),
                "latents": sampler, "cuda_context": CUDA_CONTEXT}
 
-    text_bits = storage_bits_per_weight(quant) if quant not in ("bf16", "fp16") else 8 * act
-    text_bytes = int(text_encoder_params(config.text_encoder) * text_bits / 8)
-    text = {"text_encoder": text_bytes, "activations": 512 * config.text_encoder.d_ff * 4 * 4,
-            "cuda_context": CUDA_CONTEXT}
+    text = text_stage(config.text_encoder, act, text_fp8)
+    text_bytes, text_bits = text["text_encoder"], 8 * act   # the embedding is never quantized
     vvae, avae = video_vae_params(config.video_vae) * act, audio_vae_params(config.audio_vae) * 4
     frame_px = width * height
     decode = decode_stage(config, width, height, frames, act, decode_tile)

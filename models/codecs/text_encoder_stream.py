@@ -152,3 +152,24 @@ def text_encoder_bytes(cfg, act: int, fp8_linears: bool) -> int:
     linears = cfg.num_layers * (4 * d * inner + gated * d * ff)
     rest = cfg.vocab_size * d + cfg.num_layers * (cfg.relative_attention_num_buckets * cfg.num_heads + 2 * d) + d
     return linears * (1 if fp8_linears else act) + rest * act
+
+
+def write_comfy_scaled_fp8(state_dict: dict, path, spiece: bytes | None = None) -> None:
+    """Write an HF-named umT5 state dict the way ComfyUI ships umt5_xxl_fp8_e4m3fn_scaled: every 2-D
+    block weight as fp8 e4m3fn with a per-tensor `scale_weight` (amax / 448), the rest as given, the
+    `scaled_fp8` marker and the sentencepiece model as uint8 `spiece_model` (for tests and probes)."""
+    from safetensors.torch import save_file
+
+    out = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state_dict.items():
+        if key == "encoder.embed_tokens.weight":
+            continue
+        if key.startswith("encoder.block.") and value.ndim == 2 and "relative_attention_bias" not in key:
+            scale = (value.abs().max().float() / 448.0).clamp(min=1e-12)
+            out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            out[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[key] = value.contiguous()
+    if spiece is not None:
+        out["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    save_file(out, str(path))

@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from . import backend
 from ..models.codecs.video_vae_tiles import TILING_OPTIONS
-from .types import CATEGORY, MovaAudioVAE, MovaLatent, MovaVideoVAE
+from .types import CATEGORY, MovaAudioVAE, MovaLatent, MovaVideoVAE, check_inputs
 
 
 class MovaDecodeVideo(io.ComfyNode):
@@ -28,6 +28,10 @@ class MovaDecodeVideo(io.ComfyNode):
                      io.Float.Output(display_name="fps", tooltip="Frames per second the clip was sampled at "
                                      "(MOVA Empty Latent's fps): link it to CreateVideo's fps.")],
             hidden=[io.Hidden.unique_id])
+
+    @classmethod
+    def validate_inputs(cls, tiling=None):
+        return check_inputs(cls, {"tiling": tiling})
 
     @classmethod
     def execute(cls, video_vae, latent, tiling="auto") -> io.NodeOutput:

@@ -148,7 +148,7 @@ def server(tmp_path_factory, black_hole):
                                 log_path=base / "comfyui.log")
     (base / "input").mkdir()
     try:
-        host.start()
+        host.start(timeout=600)        # a loaded shared machine can take minutes to import everything
     finally:
         os.environ.pop("HF_ENDPOINT") if old is None else os.environ.__setitem__("HF_ENDPOINT", old)
     host.base = base
@@ -303,6 +303,8 @@ PROMPT_CASES = [
      "not one of the choices", "validate"),
     ("guidance-empty-range", lambda s: _guidance_prompt(s, bridge_start=0.9, bridge_end=0.1), "MOVABridgeGuidance",
      "Set start ≤ end", "validate"),
+    ("decode-tiling-outside-list", lambda s: _with(s, "MOVADecodeVideo", tiling="999"), "MOVADecodeVideo",
+     "not one of the choices", "validate"),
     ("download-components-path", lambda s: _download_prompt(components="../../etc"), "MOVADownloadModels",
      "not one of the choices", "validate"),
     ("download-variant-unknown", lambda s: _download_prompt(variant="MOVA-1080p"), "MOVADownloadModels",

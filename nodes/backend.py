@@ -150,6 +150,8 @@ def load_text_encoder(path: Path, dtype: str):
 
 # --------------------------------------------------------------------------------------- conditioning
 def encode_text(text_encoder, text: str) -> Conditioning:
+    from .text_memory import load_for_encoding
+    load_for_encoding(text_encoder)     # registered with ComfyUI, which can move it off again
     return Conditioning(context=text_encoder.encode([text]), prompt=text)
 
 
@@ -209,6 +211,8 @@ def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, 
                              f"expects {text_dim}: text encoder and model do not belong together. Use the text "
                              "encoder of the same MOVA folder (umT5-xxl, 4096, for the released models).")
     if handle.patcher is not None:   # through ComfyUI: may free other models; reloads after a /free
+        from .text_memory import release_text_encoders
+        release_text_encoders()      # the planner's stages: no text encoder in VRAM while sampling
         load_for_sampling(handle.patcher)
     # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).
     report = apply_lora_stack(handle.generator, handle.lora or LoraStack(), unmerged=handle.lora_unmerged)

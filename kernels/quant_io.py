@@ -6,6 +6,7 @@ Quantized layers store `<name>.weight` + `<name>.weight_scale`; everything else 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -19,6 +20,8 @@ from .quant import (DEFAULT_SKIP, NF4_BLOCK, QUANTIZED_MODES, QuantSettings, mak
                     layers_in_state, quantize_tensor, should_quantize_key)
 
 FORMAT_VERSION = "1"
+SHARD_STEM = "diffusion_pytorch_model"      # sharded copies: the layout of sharded releases
+INDEX_NAME = SHARD_STEM + ".safetensors.index.json"
 _STORED_DTYPE = {"fp8_e4m3fn": torch.float8_e4m3fn, "int8": torch.int8, "nf4": torch.uint8}
 
 
@@ -55,10 +58,12 @@ def iter_safetensors(paths) -> Iterable[tuple[str, torch.Tensor]]:
 
 
 def quantize_file(sources, dest, settings: QuantSettings, component: str, dtype: torch.dtype | None = None,
-                  extra_meta: dict | None = None) -> dict[str, str]:
-    """Write a pre-quantized copy of a bf16 component file (or its shards) to `dest`. With `dtype`,
+                  extra_meta: dict | None = None, max_shard_bytes: int | None = None) -> dict[str, str]:
+    """Write a pre-quantized copy of a plain component file (or its shards) to `dest`. With `dtype`,
     floating tensors are cast to it first (as the loader does), so the copy equals quantizing the loaded
-    module."""
+    module. With `max_shard_bytes`, `dest` is a folder of shards of about that size plus their
+    index (INDEX_NAME, the layout of sharded releases), written as the tensors are quantized: host RAM holds one shard, not
+    the whole component."""
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     for src in sources:
         meta = read_metadata(src)
@@ -68,12 +73,35 @@ def quantize_file(sources, dest, settings: QuantSettings, component: str, dtype:
     items = iter_safetensors(sources)
     if dtype is not None:
         items = ((k, t.to(dtype) if t.is_floating_point() and t.element_size() > 1 else t) for k, t in items)
-    out = {k: t.contiguous() for k, t in quantize_items(items, settings)}
     meta = quant_metadata(settings.mode, component,
                           **({"mova_fp8_scale": settings.fp8_scale} if settings.mode == "fp8_e4m3fn" else {}),
                           **(extra_meta or {}))
-    save_file(out, str(dest), metadata=meta)
+    if not max_shard_bytes:
+        save_file({k: t.contiguous() for k, t in quantize_items(items, settings)}, str(dest), metadata=meta)
+        return meta
+    _write_shards(quantize_items(items, settings), Path(dest), meta, max_shard_bytes)
     return meta
+
+
+def _write_shards(items, folder: Path, meta: dict, max_shard_bytes: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    weight_map, shard, size = {}, {}, 0
+
+    def flush():
+        name = f"{SHARD_STEM}-{len(set(weight_map.values())) + 1:05d}.safetensors"
+        save_file(shard, str(folder / name), metadata=meta)
+        weight_map.update(dict.fromkeys(shard, name))
+
+    for key, t in items:
+        nbytes = t.numel() * t.element_size()
+        if shard and size + nbytes > max_shard_bytes:
+            flush()
+            shard, size = {}, 0
+        shard[key], size = t.contiguous(), size + nbytes
+    if shard:
+        flush()
+    index = {"metadata": dict(meta), "weight_map": weight_map}
+    (folder / INDEX_NAME).write_text(json.dumps(index, indent=1))
 
 
 def save_quantized(root: nn.Module, dest, mode: str, component: str) -> None:

@@ -10,10 +10,9 @@ import torch
 
 import comfy.model_management
 
-from ..kernels import quant
 from ..models.codecs import audio_vae as audio_vae_mod
 from ..models.sampling import conditioning as cond_mod
-from ..models.net import generator as generator_mod
+from ..runtime import loading
 from ..models.sampling import sampler as sampler_mod
 from ..models.codecs import text_encoder as text_mod
 from ..models.codecs import video_vae as video_vae_mod
@@ -22,7 +21,6 @@ from .memory import load_for_sampling, make_patcher
 from .types import AVLatent, Conditioning
 
 log = logging.getLogger("mova")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -53,66 +51,25 @@ def device() -> torch.device:
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device().type == "cuda" else torch.float32
-    return DTYPES[name]
+    return loading.resolve_dtype(name, device().type)
 
 
 # ------------------------------------------------------------------------------------------ loading
-def _weight_files(folder: Path | None, paths: dict | None) -> dict:
-    """component -> safetensors list, for streaming from disk."""
-    from ..common.checkpoint import resolve_files
-    sources = dict(paths or {})
-    if folder is not None:
-        sources = {n: folder / n for n in generator_mod.COMPONENTS if (folder / n).is_dir()} | sources
-    return {n: [str(p) for p in resolve_files(src, n)] for n, src in sources.items()}
-
-
 def _quant_cache_dir() -> Path:
     """Quantized copies for streaming live in ComfyUI's temp folder (ComfyUI empties it at start-up)."""
     import folder_paths
     return Path(folder_paths.get_temp_directory()) / "mova_quant"
 
 
-def _stream_quantized(generator, options: LoadOptions, files: dict, dtype: torch.dtype):
-    """Quantize on the fly + stream from disk: the generator was built on the meta device (its files'
-    keys and shapes checked, nothing read); each tower streams from a quantized copy of its files
-    (written once to the temp folder, reused while the files stay)."""
-    from ..runtime.offload import OffloadSettings
-    from ..runtime.placement import place_towers
-    towers = {name: getattr(generator, attr) for name, attr in generator_mod.COMPONENTS.items()}
-    settings = OffloadSettings(resident_units=options.resident_layers, storage="disk")
-    quant_settings = quant.QuantSettings(mode=options.quantization)
-    return place_towers(towers, files, dtype, quant_settings, settings, device(), _quant_cache_dir())
-
-
-def _place_loaded(generator, options: LoadOptions, folder=None, paths=None):
-    """The loaded towers onto the device, or into an offload engine (returned)."""
-    if options.offload == "none":
-        generator.to(device())
-        return None
-    from ..runtime.offload import OffloadEngine, OffloadSettings
-    experts = {n: m for n, m in (("video_dit", generator.video_high), ("video_dit_2", generator.video_low))
-               if m is not None}
-    settings = OffloadSettings(resident_units=options.resident_layers,
-                               storage="disk" if options.offload == "disk" else "cpu_pinned")
-    files = _weight_files(folder, paths) if options.offload == "disk" else None
-    return OffloadEngine(experts, generator.audio, generator.bridge, settings, device(), files)
-
-
-def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) -> ModelHandle:
-    quantized = options.quantization != "none"
-    if quantized and options.offload == "disk":
-        engine = _stream_quantized(generator, options, _weight_files(folder, paths), generator.dtype)
-    else:
-        for name in ("video_high", "video_low", "audio", "bridge") if quantized else ():
-            module = getattr(generator, name, None)
-            if module is not None:
-                quant.quantize_module(module, options.quantization)
-        engine = _place_loaded(generator, options, folder, paths)
+def _load(options: LoadOptions, folder=None, paths=None, preset=None) -> ModelHandle:
+    """The loader widgets as LoadSettings, then runtime/loading.py's one load path."""
+    settings = loading.settings_from_options(options.dtype, options.quantization, options.offload,
+                                             options.resident_layers, device(), _quant_cache_dir())
+    loaded = loading.load(folder=folder, files=paths, config=preset, settings=settings)
+    generator, engine = loaded.generator, loaded.engine
     if engine is not None:
         log.info("MOVA offload: %s, %d resident layers%s", engine.settings.storage, options.resident_layers,
-                 f", {options.quantization}" if quantized else "")
+                 f", {options.quantization}" if options.quantization != "none" else "")
     patcher = make_patcher(generator, engine, device())
     log.info("MOVA weights on %s while sampling: %.2f GB (%s, quantization %s, offload %s); activations "
              "depend on the request: GET /mova/estimate", device(), patcher.size / 1e9,
@@ -120,20 +77,12 @@ def _finish_generator(generator, options: LoadOptions, folder=None, paths=None) 
     return ModelHandle(generator=generator, options=options, device=device(), engine=engine, patcher=patcher)
 
 
-def _load_device(options: LoadOptions) -> str:
-    """Quantized disk streaming reads the files itself: build on meta, nothing loaded twice."""
-    return "meta" if options.quantization != "none" and options.offload == "disk" else "cpu"
-
-
 def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:
-    generator = generator_mod.load_generator(folder, dtype=torch_dtype(options.dtype), device=_load_device(options))
-    return _finish_generator(generator, options, folder=folder)
+    return _load(options, folder=folder)
 
 
 def load_generator_files(paths: dict, preset: str, options: LoadOptions) -> ModelHandle:
-    generator = generator_mod.load_generator(files=paths, config=preset, dtype=torch_dtype(options.dtype),
-                                             device=_load_device(options))
-    return _finish_generator(generator, options, paths=paths)
+    return _load(options, paths=paths, preset=preset)
 
 
 def load_video_vae(path: Path, dtype: str):

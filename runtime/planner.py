@@ -9,14 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..common.errors import ConfigError
+from ..kernels.quant import storage_bits_per_weight
+from ..models.config import PRESETS
 from .offload import OffloadSettings
 from .params import (DTYPE_BYTES, audio_vae_params, bridge_layer, bridge_part, dit_block, dit_part,
                      dit_stem, text_encoder_params, video_vae_params)
-from ..kernels.quant import storage_bits_per_weight
 
 GB = 1e9
 RUNTIME_HOST = int(1.5 * GB)      # python + torch + ComfyUI, measured ~1 GB idle [ESTIMATE]
 CUDA_CONTEXT = int(0.5 * GB)      # CUDA context + cuBLAS workspace [ESTIMATE]
+TENSOR_OVERHEAD = 4096            # host bytes per loaded tensor beyond its data (objects, allocator) [ESTIMATE: 3.4 KB measured]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class MemoryPlan:
     def as_dict(self) -> dict:
         return {"vram_gb": round(self.vram_bytes / GB, 2), "host_gb": round(self.host_bytes / GB, 2),
                 "stage": self.stage, "vram": self.vram, "host": self.host}
+
+
+def _config(config):
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)} or a MovaConfig.")
+        return PRESETS[config]
+    return config
 
 
 def latent_sizes(config, width: int, height: int, frames: int, fps: float):
@@ -126,7 +137,8 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
                 experts: int = 2, fp8_scale: str = "tensor", passes_per_forward: int = 1,
                 device: str = "cuda", decode_tile: int = 0, text_fp8: bool = False) -> MemoryPlan:
     """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
-    keeps every weight of the active tower set on the GPU (the idle expert waits in host RAM).
+    keeps every weight on the GPU, both video experts included; with offload the idle expert waits in
+    pinned host RAM ("cpu_pinned") or in its file ("disk"), see plan_load.
 
     `cfg_passes`: guidance passes per step (1 without guidance, 2 for CFG, more with bridge guidance);
     the sampler holds one velocity per pass. `passes_per_forward`: how many of them run as one batched
@@ -138,12 +150,7 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     if not 1 <= passes_per_forward <= max(cfg_passes, 1):
         raise ValueError(f"passes_per_forward must be between 1 and cfg_passes ({cfg_passes}), "
                          f"got {passes_per_forward}")
-    if isinstance(config, str):
-        from ..models.config import PRESETS
-        from ..common.errors import ConfigError
-        if config not in PRESETS:
-            raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)} or a MovaConfig.")
-        config = PRESETS[config]
+    config = _config(config)
     act = DTYPE_BYTES[dtype]
     tokens_v, _, tokens_a = latent_sizes(config, width, height, frames, fps)
 
@@ -156,10 +163,9 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     video_expert = dit_part(config.video_dit).bytes(quant, dtype, fp8_scale)
     dit_all = (experts * video_expert + dit_part(config.audio_dit).bytes(quant, dtype, fp8_scale)
                + bridge_part(config.bridge).bytes(quant, dtype, fp8_scale))
-    active = stems + sum(units)
-    if offload is None:
-        resident, streamed = active, 0
-        host_dit = dit_all - active
+    if offload is None:   # every tower on the device, both experts: nothing waits in host RAM
+        resident, streamed = dit_all, 0
+        host_dit = 0
     else:
         keep = len(units) if offload.resident_units < 0 else min(offload.resident_units, len(units))
         resident = stems + sum(units[:keep])
@@ -193,3 +199,58 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
             "vaes": vvae + avae, "frames_out": 3 * frames * frame_px * 4 + frames * frame_px * 3}
     return MemoryPlan(vram_bytes=int(sum(stages[stage].values())), host_bytes=int(sum(host.values())),
                       vram=dict(stages[stage]), host=host, stage=stage, stages=stages)
+
+
+def largest_tensor_bytes(config, dtype: str = "bf16") -> int:
+    """The largest single weight of the towers in `dtype`: what a tensor-by-tensor load holds beyond
+    its steady state (the video tower's time projection, 6·dim², in the released models)."""
+    biggest = 0
+    for c in (config.video_dit, config.audio_dit):
+        d = c.dim
+        biggest = max(biggest, 6 * d * d, c.ffn_dim * d, c.text_dim * d, c.freq_dim * d,
+                      c.in_dim * math.prod(c.patch_size) * d)
+    v, a = config.bridge.visual_hidden_dim, config.bridge.audio_hidden_dim
+    return max(biggest, v * v, a * a, v * a) * DTYPE_BYTES[dtype]
+
+
+def plan_load(config, dtype: str = "bf16", quant: str = "bf16", offload: OffloadSettings | None = None,
+              device: str = "cuda", experts: int = 2, fp8_scale: str = "tensor") -> dict:
+    """Private host RAM of the generator's towers after loading (steady) and while loading (peak), as
+    runtime/loading.py reads them: tensor by tensor, quantized while reading, so the peak is the steady
+    state plus one source tensor.
+
+    Where the weights wait, per offload mode: none = on the device (both experts); cpu_pinned = every
+    weight in (pinned) host RAM, the idle expert included; disk = nothing in private RAM (the files'
+    pages are reclaimable cache; a bf16 file streamed quantized is first copied, quantized, shard by
+    shard, to the temp folder). On a CPU "device" the device's weights are host RAM too."""
+    config = _config(config)
+    total = (experts * dit_part(config.video_dit).bytes(quant, dtype, fp8_scale)
+             + dit_part(config.audio_dit).bytes(quant, dtype, fp8_scale)
+             + bridge_part(config.bridge).bytes(quant, dtype, fp8_scale))
+    if offload is None or offload.storage != "disk":
+        steady = total if (offload is not None or device == "cpu") else 0
+    elif device == "cpu":   # stems + resident units + the unit in flight, all in host RAM
+        stems = (experts * dit_stem(config.video_dit).bytes(quant, dtype) + dit_stem(config.audio_dit).bytes(quant, dtype)
+                 + config.bridge.head_dim // 2 * 4)
+        units = _units(config, quant, dtype, fp8_scale)
+        keep = len(units) if offload.resident_units < 0 else min(offload.resident_units, len(units))
+        steady = stems + sum(units[:keep]) + max(units[keep:], default=0)
+    else:
+        steady = 0
+    if steady:   # bookkeeping of every tensor the process holds (host copies, or the device is the host)
+        steady += TENSOR_OVERHEAD * tensor_count(config, quant, experts)
+    largest = largest_tensor_bytes(config, dtype)
+    return {"steady_host_bytes": int(steady), "peak_host_bytes": int(steady + largest),
+            "largest_tensor_bytes": int(largest), "weight_bytes": int(total)}
+
+
+def tensor_count(config, quant: str = "bf16", experts: int = 2) -> int:
+    """About how many tensors the towers hold: weight + bias per Linear (+ a scale when quantized), and
+    norms / modulation / embeddings (4 per block or layer, 20 per stem)."""
+    per_linear = 3 if quant not in ("bf16", "fp16", "fp32") else 2
+    v, a = dit_block(config.video_dit), dit_block(config.audio_dit)
+    a2v, v2a = bridge_layer(config.bridge)
+    count = experts * config.video_dit.num_layers * (per_linear * len(v.linears) + 4)
+    count += config.audio_dit.num_layers * (per_linear * len(a.linears) + 4)
+    count += len(config.bridge.interaction_layers) * (per_linear * len(a2v.linears + v2a.linears) + 8)
+    return count + 20 * (experts + 1)

@@ -2,7 +2,8 @@
 
     python scripts/bench.py --json bench.json [--rounds 5] [--threads 2]
 
-Writes speed vs the reference implementation (diffsynth), host RAM while streaming from disk,
+Writes speed vs the reference implementation (diffsynth), host RAM while streaming from disk, private
+RAM while loading for every quantization x offload combination (`--only load` for that section alone),
 weight bytes and error per quantization mode, and the planner's figures for the real 360p model.
 See docs/benchmarks.md for the recorded figures.
 """
@@ -234,6 +235,85 @@ def bench_stream(cfg, x, threads: int) -> dict:
             "settings": "resident_units=0, storage=disk, bf16, cpu"}
 
 
+# ---- loading: private RAM per combination (fresh process each) -------------------------------
+LOAD_QUANT = ("none", "fp8_e4m3fn", "nf4", "int8")
+LOAD_OFFLOAD = ("none", "cpu", "disk")
+
+
+def save_mova_folder(cfg, folder: Path, seed: int = 0) -> int:
+    """The config as a MOVA folder with both experts (bf16 weights); returns the weight bytes."""
+    from mova_pack.models.net.generator import build_generator, save_generator
+    gen = build_generator(cfg, dtype=torch.bfloat16, seed=seed)
+    save_generator(gen, folder)
+    del gen
+    return sum(f.stat().st_size for f in Path(folder).glob("*/*.safetensors"))
+
+
+def save_prequantized(folder: Path, dest: Path, mode: str) -> None:
+    """The folder's towers as pre-quantized files (scripts/quantize.py's format), configs beside them."""
+    import shutil
+    from mova_pack.kernels.quant import QuantSettings
+    from mova_pack.kernels.quant_io import quantize_file
+    for name in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"):
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / name / "config.json", dest / name / "config.json")
+        quantize_file(sorted((folder / name).glob("*.safetensors")), dest / name / "diffusion_pytorch_model.safetensors",
+                      QuantSettings(mode=mode), name)
+
+
+def probe_load(folder, quant: str, offload: str, cache_dir, threads: int = 2, dtype: str = "bf16") -> dict:
+    """One combination in a fresh process (scripts/load_probe.py), freed memory returned at once."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    probe = str(Path(__file__).resolve().parent / "load_probe.py")
+    run = subprocess.run([sys.executable, probe, str(folder), "--quant", quant, "--offload", offload, "--dtype", dtype,
+                          "--cache-dir", str(cache_dir), "--threads", str(threads)],
+                         env=env, capture_output=True, text=True, timeout=1800)
+    if run.returncode:
+        raise RuntimeError(f"load probe {quant}/{offload} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def load_row(probe: dict, weight_bytes: int) -> dict:
+    plan = probe["planner"]
+    return {"peak_private_ratio": round(probe["peak_private"] / weight_bytes, 4),
+            "steady_private_ratio": round(probe["steady_private"] / weight_bytes, 4),
+            "planner_peak_ratio": round(plan["peak_host_bytes"] / weight_bytes, 4),
+            "planner_steady_ratio": round(plan["steady_host_bytes"] / weight_bytes, 4),
+            "largest_tensor_ratio": round(plan["largest_tensor_bytes"] / weight_bytes, 4),
+            "peak_within_planner_5pct": probe["peak_private"] <= 1.05 * plan["peak_host_bytes"],
+            "peak_within_steady_plus_largest": probe["peak_private"] <= probe["steady_private"]
+            + 1.05 * plan["largest_tensor_bytes"]}
+
+
+def bench_load(cfg, threads: int) -> dict:
+    """Every loader combination (and pre-quantized fp8 / nf4 files) on `cfg` saved as a MOVA folder."""
+    from mova_pack.kernels.device import optional_import
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "mova"
+        weight_bytes = save_mova_folder(cfg, folder)
+        for quant in LOAD_QUANT:
+            if quant in ("nf4", "int8") and optional_import("bitsandbytes") is None:
+                rows.update({f"{quant}/{o}": "bitsandbytes not installed" for o in LOAD_OFFLOAD})
+                continue
+            for offload in LOAD_OFFLOAD:
+                rows[f"{quant}/{offload}"] = load_row(probe_load(folder, quant, offload, Path(tmp) / "cache", threads),
+                                                      weight_bytes)
+                print(f"load {quant}/{offload}: {rows[f'{quant}/{offload}']}", flush=True)
+        for mode in ("fp8_e4m3fn", "nf4"):
+            if mode == "nf4" and optional_import("bitsandbytes") is None:
+                continue
+            pre = Path(tmp) / f"pre_{mode}"
+            save_prequantized(folder, pre, mode)
+            for offload in LOAD_OFFLOAD:
+                key = f"prequantized {mode}/{offload}"
+                rows[key] = load_row(probe_load(pre, "none", offload, Path(tmp) / "cache", threads), weight_bytes)
+                print(f"load {key}: {rows[key]}", flush=True)
+    return {"weight_bytes_bf16": weight_bytes, "dtype": "bf16", "device": "cpu",
+            "env": "MALLOC_MMAP_THRESHOLD_=65536, one fresh process per row, first load (quantized copies "
+                   "for disk streaming written in it)", "rows": rows}
+
+
 # ---- planner -----------------------------------------------------------------------------------
 def bench_planner() -> dict:
     kw = dict(width=640, height=352, frames=193, fps=24.0)
@@ -249,9 +329,14 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per implementation (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="dtype of the speed comparison")
+    ap.add_argument("--only", choices=["load"], help="run one section only (its JSON alone)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = mid_config()
+    if args.only == "load":
+        out = {"load": bench_load(cfg, args.threads), "torch": torch.__version__}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        return
     x = inputs(cfg)
     started = time.time()
     out = {"config": {"video": dataclasses.asdict(cfg.video_dit), "audio": dataclasses.asdict(cfg.audio_dit),
@@ -260,6 +345,8 @@ def main(argv=None):
     print("planner done", flush=True)
     out["stream"] = bench_stream(cfg, x, args.threads)
     print("stream done", flush=True)
+    out["load"] = bench_load(cfg, args.threads)
+    print("load done", flush=True)
     out["quant"] = bench_quant(cfg, x)
     print("quant done", flush=True)
     towers = build(cfg)

@@ -11,7 +11,8 @@ from parity_utils import TINY, seed_params, tiny_inputs
 from mova_pack.common.checkpoint import read_header
 from mova_pack.models.config import MovaConfig
 from mova_pack.common.errors import CheckpointError, ConfigError, MovaError
-from mova_pack.models.net.generator import build_generator, load_generator, save_generator
+from mova_pack.models.net.generator import build_generator, save_generator
+from mova_pack.runtime.loading import load_generator
 from mova_pack.models.net.joint import joint_forward
 
 torch.set_num_threads(2)

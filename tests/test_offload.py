@@ -245,36 +245,45 @@ def test_place_towers_from_files(mode, storage, prequantized, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(out, expected))
     assert (engine is None) == (storage is None)
     if storage == "disk" and mode != "bf16" and not prequantized:
-        assert len(list((tmp_path / "cache").glob("*/video_dit.safetensors"))) == 1
+        copies = list((tmp_path / "cache").glob("*/video_dit/diffusion_pytorch_model.safetensors.index.json"))
+        assert len(copies) == 1 and len(list(copies[0].parent.glob("*.safetensors"))) > 1   # written in shards
 
 
 def test_quantized_stream_cache_is_keyed_reused_and_never_half_used(tmp_path):
-    """The quantized copy for streaming: one per (sources, mode, scale, dtype); reused while complete;
-    a truncated file is rewritten and leftover temporary files are never read."""
-    from mova_pack.runtime.placement import cache_key, stream_files
+    """The quantized copy for streaming: one per (sources, mode, scale, dtype), written in shards no
+    larger than about half the largest source tensor; reused while complete; a truncated shard makes it
+    be written again and leftover temporary folders are never read."""
+    from mova_pack.runtime.placement import cache_key, cache_shard_bytes, stream_files
     ref = [m.bfloat16() for m in _build()]
     src = _save(ref, tmp_path)["video_dit"]
     fp8, int8 = QuantSettings(mode="fp8_e4m3fn"), QuantSettings(mode="int8")
     cache_dir = tmp_path / "cache"
-    first = stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir)[0]
-    assert first.parent.name == cache_key(src, "video_dit", torch.bfloat16, fp8)
-    assert read_metadata(first)["mova_quant"] == "fp8_e4m3fn" and not list(cache_dir.rglob("*.partial"))
-    stamp = (first.stat().st_ino, first.stat().st_mtime_ns)
-    assert stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir) == [first]
-    assert (first.stat().st_ino, first.stat().st_mtime_ns) == stamp           # reused, not rewritten
+    shards = stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir)
+    folder = shards[0].parent
+    assert folder.parent.name == cache_key(src, "video_dit", torch.bfloat16, fp8) and folder.name == "video_dit"
+    assert len(shards) > 1 and all(read_metadata(s)["mova_quant"] == "fp8_e4m3fn" for s in shards)
+    limit = cache_shard_bytes(src, torch.bfloat16)
+    from safetensors.torch import load_file
+    for s in shards:   # a shard only passes the limit when it holds a single tensor
+        t = load_file(s)
+        assert len(t) == 1 or sum(v.numel() * v.element_size() for v in t.values()) <= limit
+    assert not list(cache_dir.rglob("*.partial"))
+    stamp = [(s.stat().st_ino, s.stat().st_mtime_ns) for s in shards]
+    assert stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir) == shards
+    assert [(s.stat().st_ino, s.stat().st_mtime_ns) for s in shards] == stamp    # reused, not rewritten
     keys = {cache_key(src, "video_dit", torch.bfloat16, q) for q in (fp8, int8, QuantSettings(
         mode="fp8_e4m3fn", fp8_scale="channel"))} | {cache_key(src, "video_dit", torch.float32, fp8)}
     assert len(keys) == 4                                                      # every setting has its own copy
-    from safetensors.torch import load_file
-    good, raw = {k: t.clone() for k, t in load_file(first).items()}, first.read_bytes()
-    first.write_bytes(raw[: len(raw) // 2])                                    # an interrupted copy
-    (first.parent / f".{first.name}.123.abcd.partial").write_bytes(raw[:100])
-    again = stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir)[0]
-    assert again == first and again.stat().st_size == len(raw)
-    rewritten = load_file(again)
+    good = {k: t.clone() for s in shards for k, t in load_file(s).items()}
+    raw = shards[-1].read_bytes()
+    shards[-1].write_bytes(raw[: len(raw) // 2])                               # an interrupted copy
+    (folder.parent / ".video_dit.123.abcd.partial").mkdir()
+    again = stream_files(src, "video_dit", torch.bfloat16, fp8, cache_dir)
+    assert again == shards and shards[-1].stat().st_size == len(raw)
+    rewritten = {k: t for s in again for k, t in load_file(s).items()}
     assert rewritten.keys() == good.keys() and all(torch.equal(rewritten[k], good[k]) for k in good)
     os.utime(src[0], ns=(1, 1))                                                # the source file changed
-    assert cache_key(src, "video_dit", torch.bfloat16, fp8) != first.parent.name
+    assert cache_key(src, "video_dit", torch.bfloat16, fp8) != folder.parent.name
 
 
 def test_cached_copy_equals_quantizing_the_loaded_module(tmp_path):

@@ -10,7 +10,7 @@ from mova_pack.models.codecs.audio_vae import load_audio_vae
 from mova_pack.models.sampling.conditioning import first_frame_y, latent_shapes
 from mova_pack.models.config import WAN21_LATENTS_STD, load_mova_config
 from mova_pack.common.errors import CheckpointError
-from mova_pack.models.net.generator import load_generator
+from mova_pack.runtime.loading import load_generator
 from mova_pack.models.codecs.text_encoder import load_text_encoder
 from mova_pack.models.codecs.video_vae import load_video_vae
 from mova_pack.toy import scenes

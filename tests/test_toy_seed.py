@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mova_pack.models.net.generator import build_generator, load_generator
+from mova_pack.models.net.generator import build_generator
+from mova_pack.runtime.loading import load_generator
 from mova_pack.models.codecs.video_vae import load_video_vae
 from mova_pack.toy.train import configs, dit, pipeline, vae
 from mova_pack.toy.train.seed import seed_work_dir

@@ -1,4 +1,5 @@
-"""MovaGenerator: the two video experts, the audio tower and the Bridge, loaded from a MOVA folder."""
+"""MovaGenerator: the two video experts, the audio tower and the Bridge; building, config resolution and
+saving in the released layout (loading real weights is runtime/loading.py)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import torch
 import torch.nn as nn
 
 from .bridge import DualTowerBridge
-from ...common.checkpoint import expected_shapes, load_into, resolve_files, save_component, validate_headers
+from ...common.checkpoint import save_component
 from ..config import PRESETS, MovaConfig, load_component_config, load_mova_config
 from .dit import AudioDiT, VideoDiT
-from ...common.errors import CheckpointError, ConfigError
+from ...common.errors import ConfigError
 
 # Folder names of the released layout -> attribute names on MovaGenerator.
 COMPONENTS = {"video_dit": "video_high", "video_dit_2": "video_low", "audio_dit": "audio",
@@ -44,7 +45,7 @@ class MovaGenerator(nn.Module):
         return self.audio.dtype
 
 
-def _build(name: str, config: MovaConfig) -> nn.Module:
+def build_component(name: str, config: MovaConfig) -> nn.Module:
     if name == "audio_dit":
         return AudioDiT(config.audio_dit)
     if name == "dual_tower_bridge":
@@ -54,56 +55,13 @@ def _build(name: str, config: MovaConfig) -> nn.Module:
 
 def build_generator(config: Union[MovaConfig, str], dtype=torch.float32, device="cpu", seed: int = None,
                     low_noise_expert: bool = True) -> MovaGenerator:
-    """Randomly initialised generator (tests, toy-model training). Use load_generator for real weights."""
+    """Randomly initialised generator (tests, toy-model training); runtime/loading.py loads real weights."""
     config = PRESETS[config] if isinstance(config, str) else config
     if seed is not None:
         torch.manual_seed(seed)
-    parts = {n: (_build(n, config) if n != "video_dit_2" or low_noise_expert else None) for n in COMPONENTS}
+    parts = {n: (build_component(n, config) if n != "video_dit_2" or low_noise_expert else None) for n in COMPONENTS}
     gen = MovaGenerator(config, *(parts[n] for n in COMPONENTS))
     return gen.to(device=device, dtype=dtype).requires_grad_(False).eval()
-
-
-def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, str, None] = None,
-                   dtype: torch.dtype = torch.bfloat16, device="cpu") -> MovaGenerator:
-    """Load from a MOVA folder (video_dit/, video_dit_2/, audio_dit/, dual_tower_bridge/ each with
-    config.json + safetensors) and/or from `files` {component: file, index.json, folder or shard list}.
-
-    Config precedence: the component's config.json next to its weights, then `config` (a MovaConfig or a
-    preset name such as "mova-360p"). Either video expert may be absent; the audio tower and Bridge are
-    required. device="meta": the files' keys and shapes are checked but no tensor is read (for callers
-    that stream the weights themselves, e.g. runtime/placement.py).
-    """
-    sources = {}
-    if folder is not None:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise CheckpointError(f"MOVA folder not found: {folder}.")
-        sources = {n: folder / n for n in COMPONENTS if (folder / n).is_dir()}
-    sources.update(files or {})
-    unknown = set(sources) - set(COMPONENTS)
-    if unknown:
-        raise CheckpointError(f"unknown component(s) {sorted(unknown)}; expected some of {list(COMPONENTS)}.")
-    for need in ("audio_dit", "dual_tower_bridge"):
-        if need not in sources:
-            raise CheckpointError(f"no {need} weights given" + (f" ({folder} has no {need}/ folder)" if folder else "")
-                                  + ". MOVA needs video_dit and/or video_dit_2, audio_dit and dual_tower_bridge.")
-    if "video_dit" not in sources and "video_dit_2" not in sources:
-        raise CheckpointError("no video expert given: pass video_dit (high-noise) and/or video_dit_2 (low-noise).")
-    cfg = _resolve_config(folder, sources, config)
-    parts = {}
-    for name in COMPONENTS:
-        if name not in sources:
-            parts[name] = None
-            continue
-        paths = resolve_files(sources[name], name)
-        with torch.device("meta"):
-            module = _build(name, cfg)
-        if str(device) == "meta":
-            validate_headers(paths, name, expected_shapes(module))
-            parts[name] = module.to(dtype=dtype).requires_grad_(False).eval()
-        else:
-            parts[name] = load_into(module, paths, name, dtype=dtype, device=device)
-    return MovaGenerator(cfg, *(parts[n] for n in COMPONENTS))
 
 
 def _component_config(source, name):
@@ -113,7 +71,7 @@ def _component_config(source, name):
     return load_component_config(where, name) if (where / "config.json").is_file() else None
 
 
-def _resolve_config(folder, sources, config) -> MovaConfig:
+def resolve_config(folder, sources, config) -> MovaConfig:
     base = PRESETS[config] if isinstance(config, str) and config in PRESETS else config
     if isinstance(config, str) and base is config:
         raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)}.")

@@ -204,13 +204,13 @@ def test_disk_streaming_with_on_the_fly_quantization_uses_a_cached_quantized_cop
     ref_v, ref_a = _sampled(ready, _t2va(ready), quantization="fp8_e4m3fn", offload="cpu", resident_layers=1)
     v, a = _sampled(ready, _t2va(ready), quantization="fp8_e4m3fn", offload="disk", resident_layers=1)
     assert torch.equal(v, ref_v) and torch.equal(a, ref_a)
-    written = sorted(cache.glob("*/*.safetensors"))
-    assert {p.stem for p in written} == {"video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"}
+    written = sorted(cache.glob("*/*/*.safetensors"))   # <key>/<component>/ shards
+    assert {p.parent.name for p in written} == {"video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"}
     assert not list(cache.rglob("*.partial"))
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written}
     v2, a2 = _sampled(ready, _t2va(ready), quantization="fp8_e4m3fn", offload="disk", resident_layers=2)
     assert torch.equal(v2, ref_v) and torch.equal(a2, ref_a)
-    assert sorted(cache.glob("*/*.safetensors")) == written
+    assert sorted(cache.glob("*/*/*.safetensors")) == written
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written} == stamps
 
 

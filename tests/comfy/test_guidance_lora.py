@@ -372,7 +372,7 @@ def test_neutral_guidance_is_the_released_cfg_bitwise_and_bridge_guidance_change
 
 def sample_by_hand(env, comfy, generator, guidance=None):
     """models/sampler.sample on `generator` with the graph's prompts, latent and settings."""
-    sampler_mod, cond_mod = env.pack_module("models.sampler"), env.pack_module("models.conditioning")
+    sampler_mod, cond_mod = env.pack_module("models.sampling.sampler"), env.pack_module("models.sampling.conditioning")
     backend = env.pack_module("nodes.backend")
     p = env.prompt()
     s = p[env.sampler_id]["inputs"]
@@ -407,7 +407,7 @@ def test_each_strength_reaches_its_component_like_a_delta_applied_by_hand(env, c
 
 def test_node_settings_reach_the_engine(env, comfy):
     """The node run equals models/guidance driven by hand with the same settings on the same model."""
-    guidance_mod = env.pack_module("models.guidance")
+    guidance_mod = env.pack_module("models.sampling.guidance")
     v, a, _, _ = env.sample(guidance={"video_text_scale": 4.0, "audio_text_scale": 3.0, "a2v_bridge_scale": 2.5,
                                       "v2a_bridge_scale": 1.5, "bridge_start": 0.3})
     g = guidance_mod.GuidanceSettings(video_text_scale=4.0, audio_text_scale=3.0, a2v_scale=2.5, v2a_scale=1.5,

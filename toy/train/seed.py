@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ...models.net.generator import build_generator, load_generator
+from ...models.net.generator import build_generator
+from ...runtime.loading import load_generator
 from ...models.codecs.video_vae import WanVideoVAE
 from ...models.codecs.video_vae_keys import to_native
 from . import configs

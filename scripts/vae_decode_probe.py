@@ -48,8 +48,9 @@ def random_vae(cfg: VideoVAEConfig, device: str, dtype: torch.dtype, seed: int =
                 p.zero_()
             else:
                 p.normal_(0.0, p[0].numel() ** -0.5, generator=gen)
-    vae.reset_latent_stats()
-    return vae.to(dtype).eval().requires_grad_(False)
+    vae = vae.to(dtype)
+    vae.reset_latent_stats()     # fp32 statistics, as the loader leaves them
+    return vae.eval().requires_grad_(False)
 
 
 def run_case(vae, cfg, width, height, frames, tiling, on_gpu, device, act, reference) -> dict:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...common.errors import CheckpointError
+from ...common.files import clean, safetensors_header
 from ...kernels.quant import make_quantized_shells
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -33,10 +34,12 @@ class TensorIndex:
         self.where: dict[str, tuple] = {}
         self._handles = []
         for path in paths:
+            safetensors_header(Path(path), "text encoder")   # empty, HTML, truncated: named and explained
             try:
                 handle = safe_open(str(path), framework="pt")
             except Exception as exc:   # safetensors raises its own error types for bad headers
-                raise CheckpointError(f"{path}: not a readable safetensors file ({exc}). Download it again.") from None
+                raise CheckpointError(f"{path}: not a readable safetensors file ({clean(exc, 160)}). "
+                                      "Download it again.") from None
             self._handles.append(handle)
             for key in handle.keys():
                 self.where[key] = (handle, key)

@@ -43,10 +43,10 @@ const POLL_MS = 400;
 const TOY_MODELS = /^mova-toy/;
 const RELEASED = { steps: 50, audio_shift: 0 };   // inference_single.py / the paired scheduler
 // Lines reserved for each info widget when the node is created, so text arriving later does not grow
-// the node into the one below (the shipped layouts leave this room; see scripts/update_workflows.py).
-export const INFO_LINES = { [ESTIMATE]: 4, [DURATION]: 3, [REPORT]: 3 };
-const LINE_PX = 16;
-const MARGIN = 4;                  // the classic renderer keeps this much around a DOM widget
+// the node into the one below (the estimate's 4th line, a warning, only appears on real-model graphs).
+export const INFO_LINES = { [ESTIMATE]: 3, [DURATION]: 3, [REPORT]: 3 };
+const LINE_PX = 15;
+const MARGIN = 2;                  // the classic renderer keeps this much around a DOM widget
 const OK = "#b8d8e0", WARN = "#e8d48a", BAD = "#ff9a8a", DETAIL = "#8aa4ad";
 // Tooltips for the terms the estimate uses (shown on hover in both renderers).
 const TERMS = [
@@ -136,7 +136,7 @@ function addStyle() {
   styled = true;
   const css = document.createElement("style");
   css.textContent = `
-    .mova-info { box-sizing: border-box; width: 100%; padding: 2px 10px 4px; font: 12px/${LINE_PX}px sans-serif;
+    .mova-info { box-sizing: border-box; width: 100%; padding: 2px 10px; font: 12px/${LINE_PX}px sans-serif;
                  white-space: pre-wrap; overflow-wrap: anywhere; overflow: hidden; pointer-events: auto; }
     .mova-info .mova-detail { font-size: 11px; color: ${DETAIL}; }
     .mova-info details { margin-top: 2px; }
@@ -181,8 +181,8 @@ function addInfoWidget(node, name) {
     getValue: () => state.text,
     setValue: () => {},                       // a saved value never comes back into the display
     margin: MARGIN,
-    getMinHeight: () => 2 * MARGIN + 6 + LINE_PX * state.rows,
-    getMaxHeight: () => 2 * MARGIN + 6 + LINE_PX * state.rows,
+    getMinHeight: () => 2 * MARGIN + 4 + LINE_PX * state.rows,
+    getMaxHeight: () => 2 * MARGIN + 4 + LINE_PX * state.rows,
   });
   w.serialize = false;
   w.__movaState = state;

@@ -18,6 +18,7 @@ if reason:
     pytest.skip(reason, allow_module_level=True)
 
 MOVA_COLOR, MOVA_BGCOLOR = "#1f4e5a", "#163a43"
+PROMPT_COLOURS = {"positive": ("#232", "#353"), "negative": ("#322", "#533")}
 T2VA = "text_to_video_audio.json"
 GUIDED = "lora_bridge_guidance.json"
 OLD_WORKFLOWS = ROOT / "tests" / "fixtures" / "workflows_v1"
@@ -60,8 +61,12 @@ def test_workflow_loads_without_missing_nodes_or_errors(canvas, path):
     assert not missing, f"{path.name}: node types unknown to the server: {missing}"
     mova = [n for n in nodes if (n["category"] or "").startswith("MOVA")]
     assert mova, f"{path.name} has no MOVA node"
-    off_colour = [(n["type"], n["color"], n["bgcolor"]) for n in mova if (n["color"], n["bgcolor"]) != (MOVA_COLOR, MOVA_BGCOLOR)]
-    assert not off_colour, f"MOVA nodes without the MOVA colour: {off_colour}"
+    # Prompts carry core templates' green / red (saved in the workflow, which wins); the rest MOVA teal.
+    titles = {n["id"]: (n.get("title") or "").lower() for n in workflow["nodes"]}
+    wanted = {n["id"]: PROMPT_COLOURS["positive"] if "positive" in titles[n["id"]] else PROMPT_COLOURS["negative"]
+              if "negative" in titles[n["id"]] else (MOVA_COLOR, MOVA_BGCOLOR) for n in mova}
+    off_colour = [(n["type"], n["color"], n["bgcolor"]) for n in mova if (n["color"], n["bgcolor"]) != wanted[n["id"]]]
+    assert not off_colour, f"MOVA nodes without their colour: {off_colour}"
     # The graph turns into a prompt, and our display widgets never leak into it.
     prompt = canvas.page.evaluate("async () => (await window.app.graphToPrompt()).output")
     assert {n["type"] for n in mova} <= {v["class_type"] for v in prompt.values()}

@@ -350,9 +350,11 @@ def _check_text(text: str, fix: str) -> None:
 def outcome(server, prompt: dict) -> tuple[str, str, str]:
     """(where it failed, node class named by ComfyUI, the user-visible text)."""
     status, body = server.post_prompt(prompt)
-    if status == 400:
-        errors = body.get("node_errors") or {}
+    errors = body.get("node_errors") or {}
+    if status == 400 or errors:     # 200 with node_errors: ComfyUI runs the outputs that did validate
         assert errors, body
+        if status == 200:
+            server.wait_for(body["prompt_id"], timeout=300)
         node = next(iter(errors.values()))
         return "validate", node["class_type"], json.dumps(errors, ensure_ascii=False)
     assert status == 200, (status, body)

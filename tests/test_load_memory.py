@@ -1,0 +1,69 @@
+"""The load path keeps the planner's promise from the first byte: in a fresh process per combination
+(scripts/load_probe.py), peak private host RAM while loading stays within the planner's figure + 5 % and
+never exceeds the steady state plus the largest single tensor (+ 5 % of it); a bad request is refused
+before any tensor is read."""
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import mid_config, probe_load, save_mova_folder  # noqa: E402
+
+from mova_pack.common.errors import CheckpointError, InputError  # noqa: E402
+from mova_pack.runtime.loading import LoadSettings, load  # noqa: E402
+from mova_pack.runtime.offload import OffloadSettings  # noqa: E402
+
+
+def small_config():
+    """The bench's mid config narrowed to ~185 MB of bf16 weights: same depth (so the same number of
+    tensors as the released model), 40 video / 30 audio blocks, Bridge on 30 layers."""
+    r = mid_config()
+
+    def narrow(c, dim):
+        ffn = round(dim * c.ffn_dim / c.dim / 64) * 64
+        return dataclasses.replace(c, dim=dim, ffn_dim=ffn, num_heads=dim // (c.dim // c.num_heads), text_dim=1024)
+    return dataclasses.replace(r, video_dit=narrow(r.video_dit, 256), audio_dit=narrow(r.audio_dit, 128),
+                               bridge=dataclasses.replace(r.bridge, visual_hidden_dim=256, audio_hidden_dim=128))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("load") / "mova"
+    save_mova_folder(small_config(), path)
+    return path
+
+
+@pytest.mark.parametrize("quant,offload", [("none", "none"), ("none", "disk"), ("fp8_e4m3fn", "cpu"),
+                                           ("fp8_e4m3fn", "disk"), ("nf4", "cpu")])
+def test_peak_ram_while_loading_keeps_the_planners_promise(folder, tmp_path, quant, offload):
+    probe = probe_load(folder, quant, offload, tmp_path / "cache", threads=1)
+    plan = probe["planner"]
+    assert probe["peak_private"] <= 1.05 * plan["peak_host_bytes"], probe
+    assert probe["peak_private"] <= probe["steady_private"] + 1.05 * plan["largest_tensor_bytes"], probe
+    if offload == "disk":   # streamed: far below the weights (before: every weight was read first)
+        assert probe["steady_private"] < 0.2 * plan["weight_bytes"], probe
+
+
+def test_too_little_ram_is_refused_before_reading_naming_a_combination_that_fits(folder):
+    plan_bytes = 185e6
+    with pytest.raises(InputError) as err:
+        load(folder, settings=LoadSettings(dtype=torch.bfloat16, available_ram=int(0.5 * plan_bytes)))
+    text = str(err.value)
+    assert "GB of RAM" in text and "offload" in text and "Pick quantization" in text, text
+
+
+def test_a_shard_missing_or_a_foreign_file_is_named_before_reading(folder, tmp_path):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    bridge = broken / "dual_tower_bridge" / "diffusion_pytorch_model.safetensors"
+    shutil.copy(broken / "audio_dit" / "diffusion_pytorch_model.safetensors", bridge)
+    with pytest.raises(CheckpointError, match="dual_tower_bridge") as err:
+        load(broken, settings=LoadSettings(dtype=torch.bfloat16,
+                                           offload=OffloadSettings(storage="disk")))
+    assert "missing" in str(err.value)

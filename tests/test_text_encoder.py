@@ -160,3 +160,13 @@ def test_plain_t5_is_refused(folder_encoder):
     sd = {k: v for k, v in folder_encoder.model.state_dict().items() if "block.1.layer.0.SelfAttention.relative" not in k}
     with pytest.raises(CheckpointError, match="not umT5"):
         te.infer_config(sd)
+
+
+def test_truncated_single_file_is_a_readable_error(mova_folder, folder_encoder, tmp_path):
+    path = comfy_file(tmp_path / "umt5_fp8_scaled.safetensors", folder_encoder, spiece=spiece_bytes(mova_folder),
+                      fp8=True)
+    data = path.read_bytes()
+    cut = tmp_path / "truncated.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated.safetensors is truncated.*download again"):
+        te.load_text_encoder(cut, dtype=torch.float32)

@@ -160,3 +160,21 @@ def test_decode_probe_runs_the_tiny_config_on_cpu():
     for row in rows[1:]:
         assert "error" not in row and row["seconds"] > 0 and row["planner_gib"] > 0
     assert rows[2]["tiles"] > 1 and "max_abs_vs_untiled" in rows[2]
+
+
+def test_out_of_memory_in_an_untiled_encode_is_retried_tiled(monkeypatch, caplog):
+    from mova_pack.kernels.device import free_memory_bytes
+
+    assert free_memory_bytes("cpu") is None and free_memory_bytes(None) is None
+    vae = _perturbed(VideoVAEConfig(base_dim=8, num_res_blocks=1))
+    img = torch.rand(1, 3, 1, 192, 384, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    want = vae.encode(img, tiling=256)
+
+    def oom(x, cache):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(vae.encoder, "forward", oom)
+    with caplog.at_level(logging.WARNING, logger="mova"):
+        got = vae.encode(img, tiling="auto")
+    assert torch.equal(got, want)
+    assert "untiled video VAE encode; retrying with 256 px tiles" in caplog.text

@@ -20,6 +20,8 @@ log = logging.getLogger("mova")
 
 def node_list() -> list[type[io.ComfyNode]]:
     model_files.register_folders()
+    from . import routes   # the pack's HTTP routes (/mova/estimate, /mova/models), registered once
+    routes.register_with_running_server()
     here = Path(__file__).parent
     names = list(CORE_MODULES) + sorted(
         p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem not in CORE_MODULES)

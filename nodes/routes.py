@@ -298,8 +298,8 @@ def register_routes(routes=None, host: Optional[Host] = None) -> None:
 
 def register_with_running_server() -> bool:
     """Register once with ComfyUI's PromptServer if this process has one (no-op in tests and
-    in-process runs). Called at import: nodes/__init__.py imports every module in nodes/ while
-    ComfyUI loads the pack, which is before ComfyUI adds its route table to the web app."""
+    in-process runs). Called explicitly by nodes/__init__.node_list() while ComfyUI loads the pack,
+    which is before ComfyUI adds its route table to the web app."""
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if instance is None or getattr(instance, "_mova_routes_registered", False):
@@ -307,6 +307,3 @@ def register_with_running_server() -> bool:
     register_routes(instance.routes)
     instance._mova_routes_registered = True
     return True
-
-
-register_with_running_server()

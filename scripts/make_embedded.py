@@ -1,8 +1,9 @@
 """Write the embedded stand-in model: a randomly initialised MOVA folder of the `tiny` preset.
 
-Until the trained toy model (embedded/mova-toy/) is committed, this gives the loaders a default that
-runs anywhere: same architecture and file layout as the released MOVA folders, fixed seed, so every
-machine writes the same weights. It is random: clips are valid mp4s of noise-like video and sound.
+The trained toy (embedded/mova-toy/) is committed and is the loaders' default; this seeded random
+stand-in sits beside it for the test fixtures (old saved workflows name it): same architecture and file
+layout as the released MOVA folders, fixed seed, so every machine writes the same weights. It is
+random: clips are valid mp4s of noise-like video and sound.
 Idempotent: does nothing when the folder is complete (pass --force to rewrite).
 
     python scripts/make_embedded.py [--out embedded/mova-toy-random] [--force]

@@ -44,6 +44,6 @@ fi
 # ComfyUI's sample picture, used by the first-frame workflow's Load Image.
 [ -f "$BASE/input/example.png" ] || cp "$COMFY/input/example.png" "$BASE/input/example.png"
 
-# The embedded default model (random stand-in until the trained toy is committed).
+# The seeded random stand-in beside the committed toy (embedded/mova-toy-random, used by the test fixtures).
 "$V/bin/python" "$ROOT/scripts/make_embedded.py"
 echo "setup ok: venv=$V comfyui=$COMFY base=$BASE"

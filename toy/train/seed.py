@@ -1,6 +1,6 @@
 """Seed a fresh work dir from an exported toy MOVA folder, so the recipe fine-tunes those weights instead of
-starting from nothing (`scripts/train_toy.py --init-from FOLDER`). This is how the committed
-second-latent weights were made from the first release's (docs/toy-model.md).
+starting from nothing (`scripts/train_toy.py --init-from FOLDER`). This is how each toy release after
+the first was made from the one before (docs/toy-model.md).
 
 Written: the text folders, the audio VAE, the frozen video encoder, and checkpoints of the video VAE and
 of stage `dit` (the folder's high-noise expert, audio tower and Bridge) at the given steps, with fresh

@@ -118,7 +118,11 @@ def make_latent(video_vae, width, height, frames, fps, image=None) -> AVLatent:
     check_geometry(width, height, frames, fps)
     pixels = None
     if image is not None:  # ComfyUI IMAGE [B, H, W, 3] 0..1 -> [B, 3, H, W]; models/ resizes and normalises
-        pixels = image[:1].movedim(-1, 1)
+        if image.shape[0] != 1:
+            raise InputError(f"the first frame must be one image; got a batch of {image.shape[0]}. Pick one "
+                             "with core 'ImageFromBatch' (batch_index, length 1), or use the last frame of a "
+                             "clip through MOVA Extend.")
+        pixels = image.movedim(-1, 1)
     y = cond_mod.first_frame_y(video_vae, width, height, frames, image=pixels)
     return AVLatent(width=width, height=height, frames=frames, fps=fps, y=y, has_image=image is not None)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
-from ..models.lora.stack import LoraEntry, LoraStack, LoraStrengths, apply_lora_stack
+from ..models.lora.stack import LoraEntry, LoraStack, LoraStrengths, lora_report
 from ..models.lora.formats import is_lora_folder, read_lora
 from .options import LORA_EXPERTS, LORA_MODES
 from .types import CATEGORY, MovaModel, check_inputs
@@ -150,10 +150,10 @@ class MovaLora(io.ComfyNode):
         stack = (model.lora or LoraStack()).add(entry)
         unmerged = bool(getattr(model, "lora_unmerged", False)) or apply == "alongside"
         handle = dataclasses.replace(model, lora=stack, lora_unmerged=unmerged)
-        # Applied now for the report (a LoRA that fits nothing fails here, on this node); the sampler
-        # applies the same stack again, which is then a no-op.
-        report = apply_lora_stack(handle.generator, stack, unmerged=unmerged)
-        log.info("MOVA LoRA: %s", lora_file.summary())   # apply_lora_stack logs the rest of the report
+        # The report only (a LoRA that fits nothing fails here, on this node): shared weights stay as
+        # they are; the sampler applies the stack once, before sampling.
+        report = lora_report(handle.generator, stack)
+        log.info("MOVA LoRA: %s | %s", lora_file.summary(), report)
         info = "\n".join([lora_file.summary(), str(report)])
         _progress_text(info, cls.hidden.unique_id)
         return io.NodeOutput(handle, info)

@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 
 from ..runtime import planner
+from ..runtime.loading import dtype_name
 from ..runtime.offload import OffloadSettings
 from ..runtime import hub
 from ..models.config import PRESETS, load_mova_config
 from ..common.errors import MovaError
 from ..common.files import clean
 from . import options
-from ..models.sampling.guidance import DualGuidance, GuidanceSettings
+from ..models.sampling.guidance import GuidanceSettings, passes_needed
 from ..models.sampling.sampler import TextCFG
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,7 @@ def guidance_passes(query: dict) -> dict:
     if not isinstance(raw, dict):
         raise RequestError(f"guidance must be an object of MOVA Bridge Guidance widget values, got {_echo(raw)}")
     settings = GuidanceSettings.from_widgets(raw)   # bad values raise InputError (a MovaError: HTTP 400)
-    negative = torch.zeros(1) if raw.get("audio_negative") else None   # only "is it linked" matters here
-    guidance = DualGuidance(settings, audio_negative=negative, steps=steps)
-    per_step = max(len(guidance.plan(i)) for i in range(steps))
-    per_forward = guidance.largest_forward(steps) if settings.batch_passes else 1
+    per_step, per_forward = passes_needed(settings, steps, audio_negative=bool(raw.get("audio_negative")))
     return {"source": "bridge guidance", "per_step": per_step, "per_forward": per_forward,
             "batched": settings.batch_passes}
 
@@ -160,8 +157,8 @@ def estimate(query: dict, host: Host = Host()) -> dict:
     quantization = _choice(query, "quantization", options.QUANTIZATION)
     offload = _choice(query, "offload", options.OFFLOAD)
     dtype = _choice(query, "dtype", options.DTYPES)
-    if dtype == "auto":   # what the loader picks: bf16 on a GPU, fp32 on the CPU
-        dtype = "bf16" if host.device_type() == "cuda" else "fp32"
+    if dtype == "auto":   # the loader's rule (runtime/loading.resolve_dtype)
+        dtype = dtype_name("auto", host.device_type())
     resident = _number(query, "resident_layers", int, -1, 4096)
     if query.get("cfg_passes") is not None:
         passes = {"source": "cfg_passes", "per_step": _number(query, "cfg_passes", int, 1, MAX_PASSES),

@@ -65,6 +65,12 @@ def resolve_dtype(name: str, device_type: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def dtype_name(name: str, device_type: str) -> str:
+    """The loader's dtype widget as the planner's name ("auto" resolved as resolve_dtype does)."""
+    dtype = resolve_dtype(name, device_type)
+    return next(k for k, v in DTYPES.items() if v == dtype)
+
+
 def settings_from_options(dtype: str, quantization: str, offload: str, resident_layers: int, device,
                           cache_dir=None) -> LoadSettings:
     """The loader node's widgets (names as shown on the canvas) as LoadSettings."""

@@ -20,6 +20,7 @@ from torch import nn
 from ..common.checkpoint import out_of_mmap
 from ..common.errors import CheckpointError
 from ..kernels.device import module_bytes
+from ..models.lora.apply import MANAGED_MARK
 
 log = logging.getLogger("mova")
 STORAGES = ("cpu_pinned", "disk")
@@ -150,6 +151,8 @@ class OffloadEngine:
                     self.blocks[(name, "blocks", i)] = self._group(name, f"blocks.{i}", m)
         self.num_units = max(len(t.blocks) for t in self.experts.values())
         self._towers = towers
+        for tower in towers.values():   # LoRA (models/lora/apply.is_managed) patches these during forward
+            setattr(tower, MANAGED_MARK, True)
         self._install_hooks()
         self.to()
 
@@ -332,6 +335,8 @@ class OffloadEngine:
     def close(self) -> None:
         """Remove hooks and drop host copies and file handles (the modules keep placeholders)."""
         self.release()
+        for tower in self._towers.values():
+            setattr(tower, MANAGED_MARK, False)
         for h in self._hooks:
             h.remove()
         self._hooks.clear()

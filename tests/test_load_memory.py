@@ -46,7 +46,8 @@ def test_peak_ram_while_loading_keeps_the_planners_promise(folder, tmp_path, qua
     assert probe["peak_private"] <= 1.05 * plan["peak_host_bytes"], probe
     assert probe["peak_private"] <= probe["steady_private"] + 1.05 * plan["largest_tensor_bytes"], probe
     if offload == "disk":   # streamed: far below the weights (before: every weight was read first)
-        assert probe["steady_private"] < 0.2 * plan["weight_bytes"], probe
+        bf16_bytes = sum(f.stat().st_size for f in folder.glob("*/*.safetensors"))
+        assert probe["steady_private"] < 0.15 * bf16_bytes, probe
 
 
 def test_too_little_ram_is_refused_before_reading_naming_a_combination_that_fits(folder):

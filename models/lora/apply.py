@@ -25,7 +25,6 @@ from .formats import Adapter
 
 log = logging.getLogger("mova")
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_OWN_PRE_HOOKS: set = set()   # ids of the pre-hooks we registered (not a sign of offload)
 
 
 class LoraMismatchError(MovaError):
@@ -51,8 +50,12 @@ def _reads_weight_directly(path: str) -> bool:
     return path.split(".")[0] in ("time_embedding", "time_projection")
 
 
+MANAGED_MARK = "mova_streamed"   # set on a tower by runtime/offload.py while it streams the tower's weights
+
+
 def is_managed(root: nn.Module) -> bool:
-    return any(k not in _OWN_PRE_HOOKS for m in root.modules() for k in m._forward_pre_hooks)
+    """The offload engine streams this tree (it marks the towers it manages): never merge into it."""
+    return bool(getattr(root, MANAGED_MARK, False))
 
 
 def merged(original: torch.Tensor, deltas) -> torch.Tensor:
@@ -70,7 +73,6 @@ class PatchDuringForward:
         self.module, self.attr, self.deltas = module, attr, deltas
         self.loaded = self.patched = None
         pre = module.register_forward_pre_hook(self._pre)
-        _OWN_PRE_HOOKS.add(pre.id)
         self.handles = [pre, module.register_forward_hook(self._post, prepend=True)]
 
     def _is_patched(self, param) -> bool:
@@ -100,7 +102,6 @@ class PatchDuringForward:
     def remove(self):
         self._unpatch()
         for h in self.handles:
-            _OWN_PRE_HOOKS.discard(h.id)
             h.remove()
 
 

@@ -235,7 +235,8 @@ def _mismatch_message(entry: LoraEntry, plan: _EntryPlan) -> str:
 _STATES: "weakref.WeakKeyDictionary[nn.Module, TreeState]" = weakref.WeakKeyDictionary()
 
 
-def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> LoraReport:
+def _plan_stack(generator, stack: LoraStack):
+    """What the stack would patch, and the report lines, without touching any weight."""
     components = components_of(generator)
     catalogs = {c: _Catalog(m) for c, m in components.items()}
     lines, warnings = [], []
@@ -274,6 +275,23 @@ def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> Lor
         if lora.unsupported:
             warnings.append(f"{lora.name}: {len(lora.unsupported)} keys use features not supported here "
                             f"(DoRA / Tucker) and were skipped: {group_prefixes(lora.unsupported, 4)}")
+    return components, catalogs, lines, warnings, desired, keys
+
+
+def lora_report(generator, stack: LoraStack) -> LoraReport:
+    """The report of `stack` on `generator` (matched keys per component, skipped keys, hints) without
+    applying it: the LoRA node shows it, the sampler applies the stack once (apply_lora_stack). A LoRA
+    that fits nothing raises LoraMismatchError here, on the node that loads it."""
+    components, _, lines, warnings, desired, _ = _plan_stack(generator, stack)
+    for component in components:
+        if desired[component]:
+            lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component])} modules to patch")
+    return LoraReport(tuple(lines), tuple(warnings))
+
+
+def apply_lora_stack(generator, stack: LoraStack, unmerged: bool = False) -> LoraReport:
+    """Make the generator's weights those of `stack` (restoring whatever an earlier stack changed)."""
+    components, catalogs, lines, warnings, desired, keys = _plan_stack(generator, stack)
     loras = tuple(e.lora for e in stack.entries)
     for component, module in components.items():
         state = _STATES.setdefault(module, TreeState())

@@ -268,3 +268,15 @@ def _rep_t(t, n):
 def make_guidance(settings: Optional[GuidanceSettings], audio_negative=None, steps=None) -> Optional[DualGuidance]:
     """None (released text CFG in the sampler) when there are no settings."""
     return None if settings is None else DualGuidance(settings, audio_negative, steps)
+
+
+def passes_needed(settings: GuidanceSettings, steps: int, audio_negative: bool) -> tuple[int, int]:
+    """(peak joint-forward passes per step, largest group batched into one forward) that the sampler
+    will run with `settings` over `steps`: for planners, which know whether an audio negative prompt is
+    linked but have no tensor for it (the plan depends only on whether there is one)."""
+    guidance = DualGuidance(settings, audio_negative=_LINKED if audio_negative else None, steps=steps)
+    per_step = max(len(guidance.plan(i)) for i in range(steps))
+    return per_step, (guidance.largest_forward(steps) if settings.batch_passes else 1)
+
+
+_LINKED = object()   # stands for "an audio negative context is linked" in plans that never run a forward

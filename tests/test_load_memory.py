@@ -68,3 +68,42 @@ def test_a_shard_missing_or_a_foreign_file_is_named_before_reading(folder, tmp_p
         load(broken, settings=LoadSettings(dtype=torch.bfloat16,
                                            offload=OffloadSettings(storage="disk")))
     assert "missing" in str(err.value)
+
+
+def test_a_failure_while_reading_leaves_nothing_loaded(folder, monkeypatch):
+    """A read that fails on the last tower: the towers already read are released (nothing half-loaded
+    stays in host RAM after the error)."""
+    import gc
+    import mova_pack.runtime.placement as placement
+    from mova_pack.kernels.memstat import private_rss
+    real = placement.load_component
+
+    def failing(module, files, name, *args, **kwargs):
+        if name == "dual_tower_bridge":
+            raise OSError("read error on the last tower")
+        return real(module, files, name, *args, **kwargs)
+    monkeypatch.setattr(placement, "load_component", failing)
+    gc.collect()
+    before = private_rss()
+    with pytest.raises(OSError):
+        load(folder, settings=LoadSettings(dtype=torch.bfloat16, available_ram=0))
+    gc.collect()
+    bf16_bytes = sum(f.stat().st_size for f in folder.glob("*/*.safetensors"))
+    assert private_rss() - before < 0.1 * bf16_bytes
+
+
+def test_a_prequantized_file_of_another_version_or_tower_is_refused(folder, tmp_path):
+    import shutil
+    from mova_pack.kernels.quant import QuantSettings
+    from mova_pack.kernels.quant_io import quantize_file
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    target = other / "audio_dit" / "diffusion_pytorch_model.safetensors"
+    quantize_file([folder / "audio_dit" / "diffusion_pytorch_model.safetensors"], target,
+                  QuantSettings(mode="fp8_e4m3fn"), "audio_dit", extra_meta={"mova_quant_version": "9"})
+    with pytest.raises(CheckpointError, match="version '9'.*scripts/quantize.py"):
+        load(other, settings=LoadSettings(dtype=torch.bfloat16, device="meta"))
+    quantize_file([folder / "audio_dit" / "diffusion_pytorch_model.safetensors"], target,
+                  QuantSettings(mode="fp8_e4m3fn"), "dual_tower_bridge")
+    with pytest.raises(CheckpointError, match="quantized dual_tower_bridge file, loaded as audio_dit"):
+        load(other, settings=LoadSettings(dtype=torch.bfloat16, device="meta"))

@@ -135,7 +135,7 @@ def decode_stage(config, width: int, height: int, frames: int, act: int, tile_px
 def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0, dtype: str = "bf16",
                 quant: str = "bf16", offload: OffloadSettings | None = None, cfg_passes: int = 2,
                 experts: int = 2, fp8_scale: str = "tensor", passes_per_forward: int = 1,
-                device: str = "cuda", decode_tile: int = 0, text_fp8: bool = False) -> MemoryPlan:
+                device: str = "cuda", decode_tile: int | None = 0, text_fp8: bool = False) -> MemoryPlan:
     """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
     keeps every weight on the GPU, both video experts included; with offload the idle expert waits in
     pinned host RAM ("cpu_pinned") or in its file ("disk"), see plan_load.
@@ -145,8 +145,10 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     joint forward (GuidanceSettings.batch_passes batches the passes that share a Bridge setting; the
     default 1 = one pass per forward, the sampler's default); activations scale with it.
     `device` "cpu" adds the fp32 temporaries of CPU half-precision kernels (see block_extra_bytes).
-    `decode_tile`: the video decode's tile side in pixels (0 = untiled), see decode_stage.
-    `text_fp8`: the text encoder comes from ComfyUI's scaled-fp8 file (linears stay fp8), see text_stage."""
+    `decode_tile`: the video decode's tile side in pixels (0 = untiled; None = what tiling "auto"
+    would pick if the card held just the larger of the other stages), see decode_stage.
+    `text_fp8`: the text encoder's linears are fp8 (ComfyUI's scaled-fp8 file, or load_text_encoder's
+    quantization="fp8_e4m3fn"), see text_stage."""
     if not 1 <= passes_per_forward <= max(cfg_passes, 1):
         raise ValueError(f"passes_per_forward must be between 1 and cfg_passes ({cfg_passes}), "
                          f"got {passes_per_forward}")
@@ -187,6 +189,10 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     text_bytes, text_bits = text["text_encoder"], 8 * act   # the embedding is never quantized
     vvae, avae = video_vae_params(config.video_vae) * act, audio_vae_params(config.audio_vae) * 4
     frame_px = width * height
+    if decode_tile is None:   # what "auto" picks when the card holds just the larger other stage
+        from ..models.codecs.video_vae_tiles import choose_tile
+        room = max(sum(denoise.values()), sum(text.values())) - (vvae + avae + CUDA_CONTEXT)
+        decode_tile = choose_tile(room, config.video_vae, width, height, frames, act)
     decode = decode_stage(config, width, height, frames, act, decode_tile)
     stages = {"denoise": denoise, "text encode": text, "decode": decode}
     stage = max(stages, key=lambda s: sum(stages[s].values()))

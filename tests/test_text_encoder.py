@@ -8,7 +8,7 @@ import torch
 import conftest  # noqa: F401  (registers mova_pack)
 from mova_pack.models.codecs import text_encoder as te
 from mova_pack.models.config import PRESETS
-from mova_pack.common.errors import CheckpointError
+from mova_pack.common.errors import CheckpointError, InputError
 
 CFG = dataclasses.replace(PRESETS["tiny"].text_encoder, vocab_size=320)
 PROMPTS = ["A cat walks on the beach at sunset &amp;amp; waves   crash.",
@@ -170,3 +170,19 @@ def test_truncated_single_file_is_a_readable_error(mova_folder, folder_encoder, 
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated.safetensors is truncated.*download again"):
         te.load_text_encoder(cut, dtype=torch.float32)
+
+
+def test_folder_quantized_while_reading_equals_comfy_scaled_fp8_file(mova_folder, folder_encoder, tmp_path):
+    from mova_pack.models.codecs.text_encoder_stream import write_comfy_scaled_fp8
+
+    quantized = te.load_text_encoder(mova_folder / "text_encoder", dtype=torch.float32, quantization="fp8_e4m3fn")
+    key = "encoder.block.0.layer.1.DenseReluDense.wo"
+    assert quantized.model.get_submodule(key).weight.dtype == torch.float8_e4m3fn
+    path = tmp_path / "umt5_fp8_scaled.safetensors"
+    write_comfy_scaled_fp8(folder_encoder.model.state_dict(), path, spiece_bytes(mova_folder))
+    single = te.load_text_encoder(path, dtype=torch.float32)
+    assert torch.equal(quantized.encode(PROMPTS), single.encode(PROMPTS))     # same per-tensor scales
+    ref = folder_encoder.encode(PROMPTS)
+    assert ((quantized.encode(PROMPTS) - ref).norm() / ref.norm()).item() < 0.1
+    with pytest.raises(InputError, match="'none' or 'fp8_e4m3fn'"):
+        te.load_text_encoder(path, quantization="nf4")

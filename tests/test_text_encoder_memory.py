@@ -35,7 +35,7 @@ import transformers.models.umt5.modeling_umt5, safetensors.torch, sentencepiece 
 import gc; gc.collect()
 base = private_rss()
 with PeakSampler(interval=0.0005) as p:
-    enc = te.load_text_encoder(sys.argv[2], dtype=torch.bfloat16)
+    enc = te.load_text_encoder(sys.argv[2], dtype=torch.bfloat16, quantization=sys.argv[3])
 gc.collect()
 steady = private_rss() - base
 ctx = enc.encode(["a cat walks along the beach at sunset"])
@@ -57,21 +57,22 @@ def sources(tmp_path_factory):
     return {"folder": folder, "fp8": fp8}
 
 
-def _measure(path) -> dict:
+def _measure(path, quantization="none") -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "scripts"), str(path)], env=env,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "scripts"), str(path), quantization], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("source, fp8, largest_bytes", [
-    ("fp8", True, CFG.vocab_size * CFG.d_model * 2),       # the bf16 embedding, read as stored
+@pytest.mark.parametrize("source, quantization, fp8, largest_bytes", [
+    ("fp8", "none", True, CFG.vocab_size * CFG.d_model * 2),        # the bf16 embedding, read as stored
     # an fp32 file read into bf16: the largest tensor read (fp32) and its bf16 cast live together
-    ("folder", False, CFG.vocab_size * CFG.d_model * (4 + 2)),
+    ("folder", "none", False, CFG.vocab_size * CFG.d_model * (4 + 2)),
+    ("folder", "fp8_e4m3fn", True, CFG.vocab_size * CFG.d_model * (4 + 2)),   # quantized while reading
 ])
-def test_load_peak_is_the_loaded_model_plus_one_tensor(sources, source, fp8, largest_bytes):
-    got = _measure(sources[source])
+def test_load_peak_is_the_loaded_model_plus_one_tensor(sources, source, quantization, fp8, largest_bytes):
+    got = _measure(sources[source], quantization)
     planned = text_encoder_bytes(CFG, 2, fp8_linears=fp8)
     assert got["finite"] and got["shape"] == [1, 512, CFG.d_model]
     assert abs(got["bytes"] - planned) <= 1e-3 * planned, (got, planned)    # the planner counts the format
@@ -80,9 +81,9 @@ def test_load_peak_is_the_loaded_model_plus_one_tensor(sources, source, fp8, lar
     if fp8:   # the linears stay fp8 (views of the file), so the model is much smaller than bf16
         assert got["fp8"] > 0.6 * (got["bytes"] - CFG.vocab_size * CFG.d_model * 2)
         assert got["bytes"] < 0.75 * text_encoder_bytes(CFG, 2, fp8_linears=False)
-    else:     # every tensor cast fp32 -> bf16: all of it private, as planned
+    if source == "folder":   # every tensor cast or quantized from fp32: all of it private, as planned
         assert got["steady"] >= 0.9 * planned, (got, planned)
-    print(source, json.dumps({**got, "planned": planned}))
+    print(source, quantization, json.dumps({**got, "planned": planned}))
 
 
 def test_planner_text_stage_counts_the_stored_format():

@@ -16,7 +16,7 @@ from torch import nn
 
 from ...common.errors import CheckpointError
 from ...common.files import clean, safetensors_header
-from ...kernels.quant import make_quantized_shells
+from ...kernels.quant import fp8_quantize, make_quantized_shells
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 _SKIP = ("scaled_fp8", "spiece_model")
@@ -98,16 +98,24 @@ def _assign(model: nn.Module, key: str, value: torch.Tensor) -> None:
         module._buffers[attr] = value
 
 
+def block_linears(index: TensorIndex) -> list[str]:
+    """Paths of the attention and FFN linears of every block (what fp8 quantization covers)."""
+    return sorted(k[: -len(".weight")] for k in index.where if k.startswith("encoder.block.")
+                  and k.endswith(".weight") and len(index.shape(k)) == 2 and "relative_attention_bias" not in k)
+
+
 def stream_umt5(index: TensorIndex, cfg, dtype: torch.dtype, device, where: str,
-                on_tensor: Callable[[str], None] | None = None) -> nn.Module:
-    """UMT5EncoderModel of `cfg` on `device`, weights read one at a time from `index`."""
+                on_tensor: Callable[[str], None] | None = None, quantize_fp8: bool = False) -> nn.Module:
+    """UMT5EncoderModel of `cfg` on `device`, weights read one at a time from `index`. `quantize_fp8`:
+    the block linears of a full-precision source are quantized to fp8 (per tensor) as they are read."""
     from transformers import UMT5EncoderModel
 
     from .text_encoder import umt5_config
 
     with torch.device("meta"):
         model = UMT5EncoderModel(umt5_config(cfg))
-    quantized = fp8_layers(index)
+    stored = set(fp8_layers(index))
+    quantized = sorted(stored | set(block_linears(index))) if quantize_fp8 else sorted(stored)
     make_quantized_shells(model, {path: "fp8_e4m3fn" for path in quantized})
     if quantized:   # no dtype cast of the FFN input to the fp8 storage dtype
         for block in model.encoder.block:
@@ -117,6 +125,7 @@ def stream_umt5(index: TensorIndex, cfg, dtype: torch.dtype, device, where: str,
     have = {k[: -len("scale_weight")] + "weight_scale" if k.endswith(".scale_weight") else k
             for k in index.where if k not in _SKIP and not k.endswith(".scale_input")}
     have = {"shared.weight" if k == "encoder.embed_tokens.weight" else k for k in have}
+    have |= {layer + ".weight_scale" for layer in quantized if layer not in stored}
     missing, unexpected = sorted(want - have), sorted(have - want)
     if missing or unexpected:
         raise CheckpointError(
@@ -130,6 +139,18 @@ def stream_umt5(index: TensorIndex, cfg, dtype: torch.dtype, device, where: str,
             src = key[: -len("weight_scale")] + "scale_weight"
         elif key == "shared.weight" and key not in index:
             src = "encoder.embed_tokens.weight"
+        layer = key.rpartition(".")[0]
+        if layer in fp8 and layer not in stored:     # quantized while reading
+            if key.endswith(".weight_scale"):
+                continue                             # set with its weight
+            w = index.read(src)
+            if key[: -len("weight")] + "scale_weight" in index:
+                w = w.float() * index.read(key[: -len("weight")] + "scale_weight").float()
+            q, scale = fp8_quantize(w, per_channel=False)
+            del w
+            _assign(model, key, q.to(device))
+            _assign(model, layer + ".weight_scale", scale.reshape(()).to(device))
+            continue
         value = index.read(src)
         if key.endswith(".weight_scale"):
             value = value.float().reshape(())

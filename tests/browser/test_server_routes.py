@@ -27,7 +27,7 @@ def test_estimate_route_reads_the_embedded_model_folder(server):
                                                                       "frames": 49}))
     real = server.get_json("/mova/estimate?preset=mova-360p&width=64&height=64&frames=49")
     assert toy["model"] == embedded
-    assert toy["host"]["dit_weights"] < real["host"]["dit_weights"] / 100
+    assert toy["denoise"]["weights_resident"] < real["denoise"]["weights_resident"] / 100   # offload none: weights on the device
 
 
 def test_bad_estimate_query_is_a_400_with_the_reason(server):

@@ -152,34 +152,29 @@ def step_text(info) -> str:
     return text
 
 
-def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, latent: AVLatent,
-           settings, guidance=None, on_step=None, should_stop=None) -> AVLatent:
-    from ..models.lora.stack import LoraStack, apply_lora_stack
-    text_dim = handle.generator.config.video_dit.text_dim
-    audio_negative = getattr(guidance, "audio_negative", None)   # MOVA Bridge Guidance's optional prompt
-    for name, context in (("positive", positive.context), ("negative", negative.context),
-                          ("audio negative", audio_negative)):
-        if context is not None and context.shape[-1] != text_dim:
-            raise InputError(f"the {name} prompt was encoded {context.shape[-1]} wide but this MOVA model "
-                             f"expects {text_dim}: text encoder and model do not belong together. Use the text "
-                             "encoder of the same MOVA folder (umT5-xxl, 4096, for the released models).")
-    if handle.patcher is not None:   # through ComfyUI: may free other models; reloads after a /free
-        from .text_memory import release_text_encoders
-        release_text_encoders()      # the planner's stages: no text encoder in VRAM while sampling
-        load_for_sampling(handle.patcher)
-    # Every run: the stack of this graph (empty = base weights, restoring what an earlier run merged).
-    report = apply_lora_stack(handle.generator, handle.lora or LoraStack(), unmerged=handle.lora_unmerged)
-    if handle.lora is not None and handle.lora.entries:
-        log.info("MOVA LoRA: %s", report)
-    video_shape, audio_shape = cond_mod.latent_shapes(handle.generator.config, latent.width, latent.height,
-                                                      latent.frames, latent.fps)
-    video_noise, audio_noise = sampler_mod.make_noise(settings.seed, video_shape, audio_shape)
-    from ..kernels.attention import attention_report
+def prepare(handle: ModelHandle) -> None:
+    """Before every sampling run through ComfyUI: text encoders leave the compute device (the planner's
+    stages), the generator is loaded (ComfyUI may free other models; reloads after a /free), and this
+    graph's speed settings apply (None = the defaults)."""
     from ..runtime.speed import apply_speed
-    apply_speed(handle.generator, handle.speed)   # every run: this graph's settings, or the defaults
-    video, audio = sampler_mod.sample(handle.generator, video_noise, audio_noise, positive.context,
-                                      negative.context, latent.y, settings, guidance=guidance,
-                                      on_step=on_step, should_stop=should_stop)
+    if handle.patcher is not None:
+        from .text_memory import release_text_encoders
+        release_text_encoders()
+        load_for_sampling(handle.patcher)
+    apply_speed(handle.generator, handle.speed)
+
+
+def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, latent: AVLatent,
+           settings, guidance=None, on_step=None, should_stop=None, given=None) -> AVLatent:
+    from ..kernels.attention import attention_report
+    from ..models.sampling.generate import check_contexts, generate
+    check_contexts(handle.generator, positive=positive.context, negative=negative.context,
+                   audio_negative=getattr(guidance, "audio_negative", None))   # before any loading
+    prepare(handle)
+    video, audio = generate(handle.generator, positive.context, negative.context, latent.y, latent.width,
+                            latent.height, latent.frames, latent.fps, settings, guidance=guidance, lora=handle.lora,
+                            lora_unmerged=handle.lora_unmerged, given=given, on_step=on_step,
+                            should_stop=should_stop)
     for line in attention_report():
         log.info("MOVA attention: %s", line)
     return latent.with_samples(video, audio)

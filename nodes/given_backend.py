@@ -10,7 +10,6 @@ import torch
 
 from ..common.errors import InputError
 from ..models.sampling import conditioning as cond_mod
-from ..models.sampling import sampler as sampler_mod
 from ..models.sampling import tasks
 from . import backend
 from .types import AVLatent
@@ -30,24 +29,9 @@ def sample_fn(handle, positive, negative, settings, guidance=None, on_step=None,
 
 def sample_given(handle, positive, negative, latent: AVLatent, settings, given, guidance=None, on_step=None,
                  should_stop=None) -> AVLatent:
-    """backend.sample with a given condition (the same preparation, then the sampler's `given`)."""
-    from ..models.lora.stack import LoraStack, apply_lora_stack
-    from .memory import load_for_sampling
-    text_dim = handle.generator.config.video_dit.text_dim
-    for name, cond in (("positive", positive), ("negative", negative)):
-        if cond.context.shape[-1] != text_dim:
-            raise InputError(f"the {name} prompt was encoded {cond.context.shape[-1]} wide but this MOVA model "
-                             f"expects {text_dim}: use the text encoder of the same MOVA folder.")
-    if handle.patcher is not None:
-        load_for_sampling(handle.patcher)
-    apply_lora_stack(handle.generator, handle.lora or LoraStack(), unmerged=handle.lora_unmerged)
-    vshape, ashape = cond_mod.latent_shapes(handle.generator.config, latent.width, latent.height, latent.frames,
-                                            latent.fps)
-    nv, na = sampler_mod.make_noise(settings.seed, vshape, ashape)
-    video, audio = sampler_mod.sample(handle.generator, nv, na, positive.context, negative.context, latent.y,
-                                      settings, guidance=guidance, on_step=on_step, should_stop=should_stop,
-                                      given=given)
-    return latent.with_samples(video, audio)
+    """backend.sample with a given condition (one preparation and one generate for every task)."""
+    return backend.sample(handle, positive, negative, latent, settings, guidance=guidance, on_step=on_step,
+                          should_stop=should_stop, given=given)
 
 
 def log_notes(node: str, notes: list) -> None:

@@ -87,7 +87,7 @@ class MovaVideoToAudio(io.ComfyNode):
                 *sampler_inputs("Text guidance scale (MOVA: 5.0)."),
                 io.Combo.Input("given_video", options=MODES, default="clean",
                                tooltip="clean: the video tower sees the clean frames at t = 0 (low-noise "
-                                       "expert; measured better on the toy: 6-7 vs 15 ms); noised: the frames "
+                                       "expert; better on the embedded toy: 5.7 vs 9.3 ms from the impacts, 4 clips); noised: the frames "
                                        "noised to each step's sigma, as the sampler's own video would be."),
                 io.Int.Input("width", default=0, min=0, max=4096, step=16,
                              tooltip="Width the frames are fitted to (multiple of 16); 0 = the frames' width "
@@ -141,8 +141,8 @@ class MovaAudioToVideo(io.ComfyNode):
                                tooltip="Frame rate (MOVA was trained at 24 fps)."),
                 *sampler_inputs("Text guidance scale (MOVA: 5.0)."),
                 io.Combo.Input("given_audio", options=MODES, default="clean",
-                               tooltip="clean: the audio tower sees the clean sound at t = 0 (measured better "
-                                       "on the toy); noised: the sound noised to each step's audio sigma."),
+                               tooltip="clean: the audio tower sees the clean sound at t = 0 (better on the "
+                                       "embedded toy: 24.5 vs 72.0 ms, 4 clips); noised: the sound noised to each step's audio sigma."),
                 io.Image.Input("image", optional=True, tooltip="Optional first frame (image+audio to video)."),
                 MovaGuidance.Input("guidance", optional=True,
                                    tooltip="Optional MOVA Bridge Guidance; replaces cfg."),

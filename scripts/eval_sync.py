@@ -21,6 +21,9 @@ the impact sound class (adherence). Rows, each labelled:
   reference_decoders          the clips' designed latents through the toy decoders (the floor for generated clips)
   reference_vae_roundtrip     rendered clips through the toy encoders and decoders (the encoders only serve
                               first-frame conditioning; the audio encoder is not used to generate)
+  v2a_* / a2v_* / extend_<n> with --given (or alone: --given-only): a given video or audio through the
+                              nodes' paths and designed latents, and clips extended window by window
+                              (scripts/eval_given.py)
 The summary gives bridge_on / bridge_off and their ratio with a bootstrap interval over the clips.
 --detail-clips K runs every row but bridge_on / bridge_off on the first K clips only (they cost 2-20x
 more per clip), so the headline can use many clips; detail_bridge_on / _off then score the headline's
@@ -353,6 +356,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fast", action="store_true", help="only bridge_on / bridge_off (no sweep, quant, references)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mp4", type=Path, default=None, help="also write the bridge_on clips as mp4 here")
+    parser.add_argument("--given", action="store_true",
+                        help="add the given-video / given-audio / extend rows (scripts/eval_given.py) to the table")
     parser.add_argument("--given-only", action="store_true",
                         help="only the given-video / given-audio / extend rows (scripts/eval_given.py) on the "
                              "first --detail-clips clips")
@@ -441,7 +446,9 @@ def main(argv=None) -> int:
                              toy, toy.generator(), prompts, args.steps, args.cfg, on, clean, shift),
                          bridge="on" if on else "off", audio_shift=shift)
         rows.update(references(toy, prompts))
-        rows.update(eval_given.rows(toy, prompts, args.steps, args.cfg, audio_shift, args.windows, _report_given))
+        if args.given:
+            rows.update(eval_given.rows(toy, prompts, args.steps, args.cfg, audio_shift, args.windows, _report_given,
+                                        which=[w.strip() for w in args.given_rows.split(",")]))
     on, off = rows["bridge_on"].get("sync", {}), rows["bridge_off"].get("sync", {})
     on_ms, off_ms = on.get("median_abs_offset_ms"), off.get("median_abs_offset_ms")
     result = {

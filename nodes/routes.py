@@ -27,6 +27,7 @@ from ..runtime.loading import dtype_name
 from ..runtime.offload import OffloadSettings
 from ..runtime import hub
 from ..models.config import PRESETS, load_mova_config
+from ..models.sampling.conditioning import nearest_geometry
 from ..common.errors import MovaError
 from ..common.files import clean
 from . import options
@@ -136,21 +137,10 @@ def _plan(config, width, height, frames, fps, dtype, quant, settings, passes: di
                                device="cpu" if device == "cpu" else "cuda")
 
 
-def _half_up(x: float) -> int:
-    return math.floor(x + 0.5)       # JavaScript's Math.round, so web/ and this agree on ties
-
-
-def snap_geometry(width: int, height: int, frames: int) -> tuple:
-    """What MOVA can take: sizes multiples of 16, frames 4k+1 (nearest, ties up; at least 16 / 1).
-    web/mova.js snaps the widgets with the same rule."""
-    return (max(16, _half_up(width / 16) * 16), max(16, _half_up(height / 16) * 16),
-            max(1, _half_up((frames - 1) / 4) * 4 + 1))
-
-
 def estimate(query: dict, host: Host = Host()) -> dict:
     """The planner's answer for one set of canvas settings, plus a one-line text for the widget."""
     config, source = _config(query, host)
-    width, height, frames = snap_geometry(_number(query, "width", int, 16, 8192),
+    width, height, frames = nearest_geometry(_number(query, "width", int, 16, 8192),
                                           _number(query, "height", int, 16, 8192),
                                           _number(query, "frames", int, 1, 4097))
     fps = _number(query, "fps", float, 1.0, 240.0)

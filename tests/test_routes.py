@@ -11,6 +11,8 @@ import types
 from pathlib import Path
 
 import pytest
+
+from mova_pack.models.sampling.conditioning import nearest_geometry
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -64,8 +66,8 @@ def test_offload_trades_vram_for_host_ram_and_sizes_matter():
 def test_bad_geometry_is_snapped_like_the_widget_does():
     e = routes.estimate({"preset": "tiny", "width": 70, "height": 50, "frames": 50})
     assert (e["width"], e["height"], e["frames"]) == (64, 48, 49)
-    assert routes.snap_geometry(8, 8, 0) == (16, 16, 1)
-    assert routes.snap_geometry(648, 360, 99) == (656, 368, 101)
+    assert nearest_geometry(8, 8, 0) == (16, 16, 1)
+    assert nearest_geometry(648, 360, 99) == (656, 368, 101)
 
 
 def test_auto_dtype_depends_on_the_device_and_fit_marks():

@@ -1,6 +1,8 @@
 """Latent shapes and first-frame conditioning `y` (spec §4.1, §6.3), with input validation."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +44,18 @@ def check_video_size(width: int, height: int, frames: int):
 
 def _round(v: int) -> int:
     return max(SPATIAL_MULTIPLE, round(v / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE)
+
+
+def _half_up(x: float) -> int:
+    return math.floor(x + 0.5)       # JavaScript's Math.round, so web/mova.js and this agree on ties
+
+
+def nearest_geometry(width: int, height: int, frames: int) -> tuple:
+    """The nearest request MOVA can take: sizes multiples of SPATIAL_MULTIPLE, frames TEMPORAL_STRIDE·k+1
+    (ties up; at least one multiple / 1 frame). The memory estimate snaps with it; web/mova.js snaps
+    the widgets with the same rule."""
+    s, t = SPATIAL_MULTIPLE, TEMPORAL_STRIDE
+    return (max(s, _half_up(width / s) * s), max(s, _half_up(height / s) * s), max(1, _half_up((frames - 1) / t) * t + 1))
 
 
 def check_geometry(width: int, height: int, frames: int, fps: float):

@@ -93,8 +93,8 @@ def load_audio_vae(path: Path):
     return audio_vae_mod.load_audio_vae(path, device=device())
 
 
-def load_text_encoder(path: Path, dtype: str):
-    return text_mod.load_text_encoder(path, dtype=torch_dtype(dtype), device=device())
+def load_text_encoder(path: Path, dtype: str, quantization: str = "none"):
+    return text_mod.load_text_encoder(path, dtype=torch_dtype(dtype), device=device(), quantization=quantization)
 
 
 # --------------------------------------------------------------------------------------- conditioning

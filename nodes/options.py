@@ -5,6 +5,7 @@ from __future__ import annotations
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 QUANTIZATION = ["none", "fp8_e4m3fn", "nf4", "int8"]
+TEXT_QUANTIZATION = ["none", "fp8_e4m3fn"]      # umT5: its linears quantized while reading
 OFFLOAD = ["none", "cpu", "disk"]
 PRESETS = ["mova-360p", "mova-720p"]
 SCHEDULES = ["mova", "diffsynth"]

@@ -186,7 +186,7 @@ def run_setting(name: str, folder: Path, cfg, args, device: str) -> dict:
         loaded.engine.release()
     del loaded
     with Stage(device) as st:
-        frames = video_vae.decode(video.to(device, dtype))
+        frames = video_vae.decode(video.cpu())   # as the node does: frames assembled in host RAM
         avae = AudioVAE(cfg.audio_vae).to(device)
         wave = avae.decode(audio.to(device))
     out["decode"] = {**st.figures, "frames": list(frames.shape), "audio": list(wave.shape),

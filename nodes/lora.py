@@ -152,7 +152,7 @@ class MovaLora(io.ComfyNode):
         handle = dataclasses.replace(model, lora=stack, lora_unmerged=unmerged)
         # The report only (a LoRA that fits nothing fails here, on this node): shared weights stay as
         # they are; the sampler applies the stack once, before sampling.
-        report = lora_report(handle.generator, stack)
+        report = lora_report(handle.generator, stack, unmerged=unmerged)
         log.info("MOVA LoRA: %s | %s", lora_file.summary(), report)
         info = "\n".join([lora_file.summary(), str(report)])
         _progress_text(info, cls.hidden.unique_id)

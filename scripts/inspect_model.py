@@ -14,7 +14,7 @@ import _pack  # noqa: F401  (registers the repo as `mova_pack`)
 import torch
 
 from mova_pack.models.config import PRESETS, load_mova_config
-from mova_pack.models.net.generator import _build
+from mova_pack.models.net.generator import build_component
 
 TOWERS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
 
@@ -24,7 +24,7 @@ def build_on_meta(config, name: str):
         if name == "audio_vae":
             from mova_pack.models.codecs.audio_vae import AudioVAE
             return AudioVAE(config.audio_vae)
-        return _build(name, config)
+        return build_component(name, config)
 
 
 def inspect(config, names=TOWERS + ("audio_vae",)) -> dict:

@@ -191,6 +191,26 @@ class TreeState:
         modes.discard("skipped")
         return "+".join(sorted(modes, reverse=True))
 
+    @staticmethod
+    def planned_modes(modules: dict, params: dict, patches: dict, managed: bool, unmerged: bool) -> str:
+        """The modes `apply` would use for `patches`, without touching anything (the LoRA node's report)."""
+        modes = set()
+        for path in patches:
+            if path in params:
+                modes.add("patched per forward" if managed else "merged")
+                continue
+            module = modules[path]
+            if hasattr(module, "add_adapter"):
+                modes.add("alongside")
+            elif _reads_weight_directly(path):
+                modes.add("skipped" if managed else "merged")
+            elif hasattr(module, "in_features") and (managed or unmerged or not _float_weight(module)):
+                modes.add("alongside")
+            else:
+                modes.add("patched per forward" if managed else "merged")
+        modes.discard("skipped")
+        return "+".join(sorted(modes, reverse=True))
+
     def _small(self, path, owner, attr, deltas, managed, merge_only=False) -> str:
         """Merge (unmanaged tree) or patch per forward (managed tree) one float tensor."""
         if not deltas:

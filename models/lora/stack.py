@@ -278,14 +278,16 @@ def _plan_stack(generator, stack: LoraStack):
     return components, catalogs, lines, warnings, desired, keys
 
 
-def lora_report(generator, stack: LoraStack) -> LoraReport:
-    """The report of `stack` on `generator` (matched keys per component, skipped keys, hints) without
-    applying it: the LoRA node shows it, the sampler applies the stack once (apply_lora_stack). A LoRA
-    that fits nothing raises LoraMismatchError here, on the node that loads it."""
-    components, _, lines, warnings, desired, _ = _plan_stack(generator, stack)
+def lora_report(generator, stack: LoraStack, unmerged: bool = False) -> LoraReport:
+    """The report of `stack` on `generator` (matched keys per component, how they will be applied,
+    skipped keys, hints) without applying it: the LoRA node shows it, the sampler applies the stack
+    once (apply_lora_stack). A LoRA that fits nothing raises LoraMismatchError here, on its node."""
+    components, catalogs, lines, warnings, desired, _ = _plan_stack(generator, stack)
     for component in components:
         if desired[component]:
-            lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component])} modules to patch")
+            cat = catalogs[component]
+            mode = TreeState.planned_modes(cat.modules, cat.params, desired[component], cat.managed, unmerged)
+            lines.append(f"{COMPONENT_LABELS[component]}: {len(desired[component])} modules to patch ({mode})")
     return LoraReport(tuple(lines), tuple(warnings))
 
 

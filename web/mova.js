@@ -168,6 +168,15 @@ function lineElement(text, colour, detail) {
 
 // A read-only info block under the node's widgets; never saved in the workflow or sent in a prompt.
 // setInfo(node, name, {lines, colours, details}): `lines` always shown, `details` folded (a report's list).
+let infoCount = 0;
+// Nodes 2.0 may show a copy of the element it was first given (seen for a node created by script before
+// it joined the graph): every element of the widget, found by its uid, gets the text.
+function infoElements(w) {
+  const el = w.__movaElement;
+  const copies = [...document.querySelectorAll(`.mova-info[data-mova-uid="${el.dataset.movaUid}"]`)];
+  return [el, ...copies.filter((c) => c !== el)];
+}
+
 function addInfoWidget(node, name) {
   const existing = widget(node, name);
   if (existing) return existing;
@@ -175,6 +184,7 @@ function addInfoWidget(node, name) {
   const el = document.createElement("div");
   el.className = "mova-info";
   el.dataset.movaInfo = name;
+  el.dataset.movaUid = String(++infoCount);
   const state = { text: "", rows: INFO_LINES[name] ?? 1 };
   const w = node.addDOMWidget(name, "mova_info", el, {
     serialize: false, hideOnZoom: false, selectOn: [],
@@ -197,6 +207,11 @@ function setInfo(node, name, { lines, colours = [], details = [] }) {
   const text = [...lines, ...details].join("\n");
   if (text === w.__movaState.text && el.childElementCount) return;
   w.__movaState.text = text;
+  for (const target of infoElements(w)) renderInfo(target, node, text, lines, colours, details);
+  fitInfo(node, w);
+}
+
+function renderInfo(el, node, text, lines, colours, details) {
   const open = el.querySelector("details")?.open ?? false;
   el.replaceChildren(...lines.map((line, i) => lineElement(line, colours[i] ?? (i === 0 ? OK : DETAIL), i > 0)));
   if (details.length) {
@@ -211,13 +226,12 @@ function setInfo(node, name, { lines, colours = [], details = [] }) {
   }
   el.dataset.text = text;
   el.dataset.movaNode = String(node.id);
-  fitInfo(node, w);
 }
 
 // Rows needed at the element's current width (wrapped lines count); the node grows when they exceed
 // what was reserved, never shrinks below its saved size.
 function fitInfo(node, w) {
-  const el = w.__movaElement;
+  const el = infoElements(w).find((e) => e.isConnected) ?? w.__movaElement;
   const state = w.__movaState;
   let rows = INFO_LINES[w.name] ?? 1;
   if (el.isConnected && el.clientWidth > 0) {
@@ -392,9 +406,13 @@ function setupLatent(node) {
 
 // -------------------------------------------------------------------------------------- reports
 // "Would download 29 files … into …:" + one line per file -> counts first, the list folded.
+// Indented lines are the per-file list (folded); other lines (a closing "Nothing was downloaded…")
+// stay in view.
 function reportParts(text) {
   const [head, ...rest] = String(text).split("\n");
-  const items = rest.filter((l) => l.trim());
+  const listed = rest.filter((l) => /^\s+\S/.test(l));
+  const items = listed.length ? listed : rest.filter((l) => l.trim());     // no list: fold all but the head
+  const notes = listed.length ? rest.filter((l) => l.trim() && !/^\s/.test(l)) : [];
   const counts = {};
   for (const line of items) {
     const word = line.trim().split(/\s+/)[0];
@@ -403,7 +421,8 @@ function reportParts(text) {
   const summary = Object.entries(counts).filter(([, n]) => n > 1 || items.length < 8).map(([k, n]) => `${n} ${k}`);
   const lines = [head];
   if (summary.length && items.length > 3) lines.push(summary.join(" · "));
-  return { lines, details: items.map((l) => l.trim()) };
+  if (items.length <= 3) return { lines: [head, ...items.map((l) => l.trim()), ...notes], details: [] };
+  return { lines: [...lines, ...notes], details: items.map((l) => l.trim()) };
 }
 
 function showReport(node, text, colour) {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -247,3 +248,40 @@ def test_mova_links_have_their_own_colours(renderer):
         return Object.keys(mova.LINK_COLORS).map(t => [t, byType[t] ?? legacy[t] ?? null, mova.LINK_COLORS[t]]); }""")
     assert len(colours) == 7 and all(shown == wanted for _, shown, wanted in colours), colours
     assert len({c for _, c, _ in colours}) == 7
+
+
+def test_download_report_counts_first_and_folds_the_list(renderer):
+    """MOVA Download Models (confirm off: lists, downloads nothing): the report on the node says what
+    and how many first, the file list folded, wrapped and not clipped, the node grown to hold it."""
+    name, canvas = renderer
+    canvas.errors.clear()
+    # One variant per renderer: the same prompt twice would come from ComfyUI's cache, not run.
+    variant = "MOVA-360p" if name == "classic" else "MOVA-720p"
+    node_id = canvas.page.evaluate("""(variant) => { window.app.graph.clear();
+        const n = window.LiteGraph.createNode('MOVADownloadModels'); n.pos = [200, 200];
+        n.widgets.find(w => w.name === 'variant').value = variant;
+        window.app.graph.add(n); return n.id; }""", variant)
+    canvas.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    try:
+        text = wait_info(canvas, node_id, "report", "^Would download")
+    except Exception:
+        raise AssertionError(canvas.page.evaluate("""(id) => [...document.querySelectorAll('.mova-info')].map(
+            e => [e.dataset.movaNode, e.dataset.movaInfo, e.innerText.slice(0, 80)]).concat([[id,
+            window.app.graph.getNodeById(id)?.widgets?.map(w => [w.name, String(w.value).slice(0, 40)])]])""", node_id))
+    lines = text.splitlines()
+    match = re.match(rf"Would download (\d+) files of OpenMOSS-Team/{variant} into ", lines[0])
+    assert match, lines[:2]
+    files = int(match.group(1))
+    # counts per status next ("29 missing", or "27 missing · 2 present"), then the folded list
+    counts = {w: int(n) for n, w in re.findall(r"(\d+) ([a-z]+)", lines[1])}
+    assert sum(counts.values()) == files and "missing" in counts, lines[:3]
+    # the closing note stays in view, the list is folded
+    assert lines[2].startswith("Nothing was downloaded") and lines[3] == f"details ({files} lines)", lines[:5]
+    opened = canvas.page.evaluate("""(id) => { const el = [...document.querySelectorAll('.mova-info[data-mova-info="report"]')]
+        .find(e => e.dataset.movaNode === String(id)); const d = el.querySelector('details');
+        return { folded: !d.open, items: d.querySelector('div').textContent.split('\\n').length }; }""", node_id)
+    assert opened == {"folded": True, "items": files}, opened
+    canvas.page.wait_for_timeout(600)        # the poll sizes the node to the wrapped text
+    assert not canvas.page.evaluate(CLIPPED)
+    canvas.page.screenshot(path=str(ARTIFACTS / f"{name}-download-report.png"))
+    assert not canvas.unexpected_errors(), canvas.unexpected_errors()

@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -44,26 +46,43 @@ def sampler_fn(toy, gen, prompts, seed_offset: int, settings, bridge_on: bool, c
 
 
 class Inputs:
-    """Per eval clip, computed once and shared by the rows: the rendered clip, its frames and soundtrack
-    through the nodes' encode paths (tasks / media: fit, VAE encoders) and its designed latents."""
+    """Per eval clip, computed once (when first asked for) and shared by the rows: the rendered clip, its
+    frames and soundtrack through the nodes' encode paths (tasks / media: fit, VAE encoders) and its
+    designed latents."""
 
     @torch.no_grad()
     def __init__(self, toy, prompts):
-        self.clips = E.rendered(prompts)
+        self.toy, self.clips = toy, E.rendered(prompts)
         self.geo = tasks.Geometry(scenes.WIDTH, scenes.WIDTH, scenes.FRAMES, scenes.FPS)
         self.white = first_frame_y(toy.video_vae, self.geo.width, self.geo.height, self.geo.frames)
-        fitted = [tasks.fit_frames(torch.from_numpy(c.video), scenes.FPS) for c in self.clips]
-        self.video_encoded = torch.cat([tasks.encode_video(toy.video_vae, f) for f in fitted])
-        length = self.video_encoded.shape[2]
-        waves = [media.fit_audio({"waveform": torch.from_numpy(c.audio).float()[None, None],
-                                  "sample_rate": c.sample_rate}, toy.audio_vae.sample_rate, scenes.FRAMES,
-                                 scenes.FPS, []) for c in self.clips]
-        alen = audio_latent_length(scenes.FRAMES, scenes.FPS, toy.audio_vae.sample_rate, toy.audio_vae.hop_length)
-        self.audio_encoded = torch.cat([toy.audio_vae.encode(w)[..., :alen].float() for w in waves])
-        designed = [E.designed_latents(toy, c) for c in self.clips]
-        self.video_designed = torch.stack([d[0] for d in designed])
-        self.audio_designed = torch.stack([d[1] for d in designed])
-        assert self.video_designed.shape[2] == length
+
+    @functools.cached_property
+    def video_encoded(self):
+        with torch.no_grad():
+            fitted = [tasks.fit_frames(torch.from_numpy(c.video), scenes.FPS) for c in self.clips]
+            return torch.cat([tasks.encode_video(self.toy.video_vae, f) for f in fitted])
+
+    @functools.cached_property
+    def audio_encoded(self):
+        vae = self.toy.audio_vae
+        alen = audio_latent_length(scenes.FRAMES, scenes.FPS, vae.sample_rate, vae.hop_length)
+        with torch.no_grad():
+            waves = [media.fit_audio({"waveform": torch.from_numpy(c.audio).float()[None, None],
+                                      "sample_rate": c.sample_rate}, vae.sample_rate, scenes.FRAMES, scenes.FPS, [])
+                     for c in self.clips]
+            return torch.cat([vae.encode(w)[..., :alen].float() for w in waves])
+
+    @functools.cached_property
+    def designed(self):
+        return [E.designed_latents(self.toy, c) for c in self.clips]
+
+    @property
+    def video_designed(self):
+        return torch.stack([d[0] for d in self.designed])
+
+    @property
+    def audio_designed(self):
+        return torch.stack([d[1] for d in self.designed])
 
 
 @torch.no_grad()

@@ -49,6 +49,7 @@ class LoadSettings:
 class LoadedGenerator:
     generator: MovaGenerator
     engine: Optional[OffloadEngine] = None
+    quant_mode: str = "bf16"     # as stored: the requested mode, or a pre-quantized file's
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -188,7 +189,7 @@ def load(folder=None, files: dict = None, config: Union[MovaConfig, str, None] =
     except BaseException:
         _release(towers, engine)
         raise
-    return LoadedGenerator(generator, engine)
+    return LoadedGenerator(generator, engine, plan_mode)
 
 
 def load_generator(folder=None, files: dict = None, config: Union[MovaConfig, str, None] = None,

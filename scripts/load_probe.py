@@ -51,8 +51,7 @@ def main(argv=None) -> int:
     steady = private_rss() - base
     gen = loaded.generator
     experts = sum(m is not None for m in (gen.video_high, gen.video_low))
-    mode = "bf16" if args.quant == "none" else args.quant
-    plan = plan_load(gen.config, args.dtype, mode, settings.offload, "cpu", experts)
+    plan = plan_load(gen.config, args.dtype, loaded.quant_mode, settings.offload, "cpu", experts)
     print(json.dumps({"peak_private": peak.peak - base, "steady_private": steady, "structure_private": structure,
                       "planner": plan}))
     del skeleton

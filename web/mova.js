@@ -420,7 +420,7 @@ function reportParts(text) {
   }
   const summary = Object.entries(counts).filter(([, n]) => n > 1 || items.length < 8).map(([k, n]) => `${n} ${k}`);
   const lines = [head];
-  if (summary.length && items.length > 3) lines.push(summary.join(" · "));
+  if (listed.length && summary.length && items.length > 3) lines.push(summary.join(" · "));   // "29 missing"
   if (items.length <= 3) return { lines: [head, ...items.map((l) => l.trim()), ...notes], details: [] };
   return { lines: [...lines, ...notes], details: items.map((l) => l.trim()) };
 }

@@ -155,7 +155,7 @@ def load_quantized_into(root: nn.Module, state: dict[str, torch.Tensor], meta: d
     Works for a module built on the meta device (tensors are assigned, not copied)."""
     mode = check_quantized_state(state, meta, where, component)
     layers = layers_in_state(state)
-    missing_modules = [p for p in layers if not _has_module(root, p)]
+    missing_modules = [p for p in layers if not has_module(root, p)]
     if missing_modules:
         raise CheckpointError(f"{where}: quantized layer {missing_modules[0]} does not exist in the "
                               f"{component or 'model'}; the file is for another model.")
@@ -168,7 +168,8 @@ def load_quantized_into(root: nn.Module, state: dict[str, torch.Tensor], meta: d
     return mode
 
 
-def _has_module(root: nn.Module, path: str) -> bool:
+def has_module(root: nn.Module, path: str) -> bool:
+    """`path` names a submodule of `root`."""
     try:
         root.get_submodule(path)
         return True

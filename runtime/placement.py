@@ -33,7 +33,7 @@ from torch import nn
 from ..common.checkpoint import expected_shapes, out_of_mmap, read_header, strip_prefix, validate
 from ..common.errors import CheckpointError
 from ..kernels.quant import QUANTIZED_MODES, QuantSettings, layers_in_state, make_quantized_shells
-from ..kernels.quant_io import (FORMAT_VERSION, INDEX_NAME, load_quantized_into, quantize_file,
+from ..kernels.quant_io import (FORMAT_VERSION, INDEX_NAME, has_module, load_quantized_into, quantize_file,
                                 quantize_items, read_metadata)
 from .offload import OffloadEngine, OffloadSettings
 
@@ -84,7 +84,7 @@ def validate_files(module: nn.Module, files, component: str, fast_matmul: bool =
     mode = file_quant_mode(files, component)
     if mode is not None:
         _check_quantized_header(found, dtypes, mode, component)
-        layers = [p for p in layers_in_state(found) if _has_module(module, p)]
+        layers = [p for p in layers_in_state(found) if has_module(module, p)]
         make_quantized_shells(module, dict.fromkeys(layers, mode), fast_matmul)
     expected = expected_shapes(module)
     if mode == "fp8_e4m3fn":  # per-tensor [] or per-channel [out, 1] scales
@@ -111,14 +111,6 @@ def _check_quantized_header(found: dict, dtypes: dict, mode: str, component: str
     if not scaled:
         raise CheckpointError(f"{component}: the metadata says {mode} but no layer has a '.weight_scale'; "
                               "re-create the file with scripts/quantize.py.")
-
-
-def _has_module(root: nn.Module, path: str) -> bool:
-    try:
-        root.get_submodule(path)
-        return True
-    except AttributeError:
-        return False
 
 
 def largest_tensor_bytes(files, dtype: torch.dtype) -> int:

@@ -47,8 +47,9 @@ GROUP_COLOR = "#3f789e"                                     # core templates' gr
 GROUP_TITLE, GROUP_PAD, COLUMN_GAP = 38, 12, 70
 # (group title, node types in order) per column; a column may hold two groups, one above the other.
 COLUMNS = [
-    [("Load models", ["MOVAModelLoader", "MOVAModelLoaderFiles", "MOVALora", "MOVATextEncoderLoader",
-                      "MOVAVideoVAELoader", "MOVAAudioVAELoader"])],
+    # MOVA LoRA last: its report grows the node while it runs, into the free space below the column
+    [("Load models", ["MOVAModelLoader", "MOVAModelLoaderFiles", "MOVATextEncoderLoader",
+                      "MOVAVideoVAELoader", "MOVAAudioVAELoader", "MOVALora"])],
     [("Prompt", ["MOVATextEncode"]), ("Size & length", ["MOVALatent", "LoadImage"])],
     [("Sample", ["MOVABridgeGuidance", "MOVASampler"])],
     [("Decode & save", ["MOVADecodeVideo", "MOVADecodeAudio", "CreateVideo", "SaveVideo"])],

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .attention_timing import cuda_timer, length_bucket, pick_fastest
 from .device import cuda_capability, optional_import
+from .parallel import active_shard
 
 log = logging.getLogger("mova")
 
@@ -218,13 +219,29 @@ def _run_flash(q, k, v):  # [B, L, H, D]; FA3 on Hopper when present, else FA2
     return optional_import("flash_attn").flash_attn_func(q, k, v)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """q [B, Lq, H*D], k/v [B, Lk, H*D] -> [B, Lq, H*D]; no mask (MOVA attends text padding)."""
+SHARDED = ("none", "all", "keys")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+              sharded: str = "none") -> torch.Tensor:
+    """q [B, Lq, H*D], k/v [B, Lk, H*D] -> [B, Lq, H*D]; no mask (MOVA attends text padding).
+
+    `sharded` says which inputs are slices of the video sequence when a sequence shard is active
+    (kernels/parallel.py; ignored otherwise): "all" (video self-attention: Ulysses all-to-all),
+    "keys" (audio queries over video keys: keys/values gathered), "none" (queries may be a slice,
+    keys/values are whole: nothing to exchange)."""
+    shard = active_shard() if sharded != "none" else None
+    if shard is not None and sharded == "keys":
+        k, v = shard.gather(k), shard.gather(v)
     b, lq, width = q.shape
     d = width // num_heads
     q = q.view(b, lq, num_heads, d)
     k = k.view(b, k.shape[1], num_heads, d)
     v = v.view(b, v.shape[1], num_heads, d)
+    if shard is not None and sharded == "all":
+        def run(q_, k_, v_):
+            return _run(_backend_for(q_, k_, d), q_, k_, v_)
+        return shard.self_attention(q, k, v, run).reshape(b, lq, width)
     return _run(_backend_for(q, k, d), q, k, v).reshape(b, lq, width)
 
 

@@ -29,14 +29,14 @@ class ConditionalCrossAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=EPS)
         self.norm_k = nn.RMSNorm(dim, eps=EPS)
 
-    def forward(self, x, y, x_rope=None, y_rope=None):
+    def forward(self, x, y, x_rope=None, y_rope=None, sharded: str = "none"):
         q = self.norm_q(self.q(x))
         k = self.norm_k(self.k(y))
         if x_rope is not None:
             q = apply_aligned_rope(q, *x_rope, self.head_dim)
         if y_rope is not None:
             k = apply_aligned_rope(k, *y_rope, self.head_dim)
-        return self.o(attention(q, k, self.v(y), self.num_heads))
+        return self.o(attention(q, k, self.v(y), self.num_heads, sharded=sharded))
 
 
 class ConditionalCrossAttentionBlock(nn.Module):
@@ -45,8 +45,8 @@ class ConditionalCrossAttentionBlock(nn.Module):
         self.y_norm = nn.LayerNorm(kv_dim, eps=EPS)
         self.inner = ConditionalCrossAttention(dim, kv_dim, head_dim)
 
-    def forward(self, x, y, x_rope=None, y_rope=None):
-        return self.inner(x, self.y_norm(y), x_rope, y_rope)
+    def forward(self, x, y, x_rope=None, y_rope=None, sharded: str = "none"):
+        return self.inner(x, self.y_norm(y), x_rope, y_rope, sharded)
 
 
 class DualTowerBridge(nn.Module):
@@ -80,7 +80,8 @@ class DualTowerBridge(nn.Module):
         if a2v_scale != 0:
             video_out = self.audio_to_video_conditioners[key](video_x, audio_x, video_rope, audio_rope)
         if v2a_scale != 0:
-            audio_out = self.video_to_audio_conditioners[key](audio_x, video_x, audio_rope, video_rope)
+            # the video is the key side: gathered first when its tokens are split across ranks
+            audio_out = self.video_to_audio_conditioners[key](audio_x, video_x, audio_rope, video_rope, "keys")
         # Only now update (v2a above needed the un-updated video state).
         if video_out is not None:
             video_x = video_x + _scaled(video_out, a2v_scale)

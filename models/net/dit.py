@@ -48,7 +48,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         q = apply_wan_rope(self.norm_q(self.q(x)), rope, self.num_heads)
         k = apply_wan_rope(self.norm_k(self.k(x)), rope, self.num_heads)
-        return self.o(attention(q, k, self.v(x), self.num_heads))
+        # "all": q/k/v are this rank's slice of the sequence when the video tokens are split
+        return self.o(attention(q, k, self.v(x), self.num_heads, sharded="all"))
 
 
 class CrossAttention(nn.Module):

@@ -72,7 +72,7 @@ def block_forward(block, ops: FusedOps, x, context, t_mod, rope):
     table = torch.view_as_real(rope)
     q = ops.rope(attn.norm_q(attn.q(h)), table, attn.num_heads)
     k = ops.rope(attn.norm_k(attn.k(h)), table, attn.num_heads)
-    y = attn.o(attention(q, k, attn.v(h), attn.num_heads))
+    y = attn.o(attention(q, k, attn.v(h), attn.num_heads, sharded="all"))
     x = ops.gate_add(x, y, gate_msa)
     x = ops.gate_add(x, block.cross_attn(block.norm3(x), context))
     y = block.ffn(ops.norm_modulate(x, block.norm2.eps, shift_mlp, scale_mlp))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels.parallel import over_video_tokens, planned_shard
 from .bridge import DualTowerBridge
 from .dit import AudioDiT, VideoDiT
 
@@ -35,19 +36,34 @@ def joint_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBri
     audio_rope = audio_dit.rope(audio_grid, audio_x.device)
     video_cross, audio_cross = bridge.aligned_rope(grid, audio_x.shape[1], video_fps, video_x.device, video_x.dtype)
 
+    # Sequence parallel (kernels/parallel.py): this rank keeps a slice of the video tokens and of their
+    # RoPE tables; every op is per token except attention, which exchanges through the shard.
+    shard = planned_shard()
+    if shard is not None:
+        shard.length = video_x.shape[1]
+        video_x, video_rope = shard.split(video_x), shard.split(video_rope, dim=0)
+        if video_cross is not None:
+            video_cross = tuple(shard.split(t) for t in video_cross)
+
     # 6. shared layers: Bridge (both directions from pre-bridge states), video block i, audio block i
     bridged = set(bridge.layers)
     shared = len(audio_dit.blocks)
     for i in range(shared):
         if i in bridged and (a2v_scale != 0 or v2a_scale != 0):
-            video_x, audio_x = bridge(i, video_x, audio_x, video_cross, audio_cross, a2v_scale, v2a_scale)
-        video_x = video_dit.blocks[i](video_x, video_ctx, video_t_mod, video_rope)
+            with over_video_tokens(shard):
+                video_x, audio_x = bridge(i, video_x, audio_x, video_cross, audio_cross, a2v_scale, v2a_scale)
+        with over_video_tokens(shard):
+            video_x = video_dit.blocks[i](video_x, video_ctx, video_t_mod, video_rope)
         audio_x = audio_dit.blocks[i](audio_x, audio_ctx, audio_t_mod, audio_rope)
     # 7. remaining video blocks alone
-    for block in video_dit.blocks[shared:]:
-        video_x = block(video_x, video_ctx, video_t_mod, video_rope)
+    with over_video_tokens(shard):
+        for block in video_dit.blocks[shared:]:
+            video_x = block(video_x, video_ctx, video_t_mod, video_rope)
 
     # 8. heads (modulated by t, not t_mod) and unpatchify
-    video_out = video_dit.unpatchify(video_dit.head(video_x, video_t), grid)
+    video_tokens = video_dit.head(video_x, video_t)
+    if shard is not None:
+        video_tokens = shard.gather(video_tokens)
+    video_out = video_dit.unpatchify(video_tokens, grid)
     audio_out = audio_dit.unpatchify(audio_dit.head(audio_x, audio_t), audio_grid)
     return video_out, audio_out

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ...kernels.parallel import parallel_runner
 from .conditioning import check_y
 from .finite import check_settings, check_step
 from ...common.errors import InputError, SamplingStopped
@@ -168,7 +169,8 @@ def sample(generator, video_noise: torch.Tensor, audio_noise: torch.Tensor, posi
         guidance = TextCFG(settings.video_cfg, settings.audio_cfg)
     elif hasattr(guidance, "bind"):
         guidance = guidance.bind(total)
-    runner = getattr(guidance, "run_forwards", run_forwards)
+    # several ranks: the passes of a step spread over groups of ranks (kernels/parallel.py), else itself
+    runner = parallel_runner(getattr(guidance, "run_forwards", run_forwards))
     device = generator.device
     video = video_noise.to(device=device, dtype=torch.float32)
     audio = audio_noise.to(device=device, dtype=torch.float32)

@@ -5,7 +5,9 @@ GET|POST /mova/estimate   peak VRAM / host RAM of one generation (runtime/planne
                           frames, fps, dtype, quantization, offload, resident_layers, and the
                           guidance passes: `guidance` (the MOVA Bridge Guidance node's widget values,
                           POST only) or the sampler's `video_cfg` / `audio_cfg`, `steps`; or an
-                          explicit `cfg_passes` (wins when given).
+                          explicit `cfg_passes` (wins when given). With a MOVA Multi-GPU node:
+                          `devices` (its text, "0,1" / "cpu,cpu", or a count) and `strategy`; the
+                          figures are then per GPU and `parallel` tells the layout.
 GET      /mova/models     the real MOVA files (runtime/hub.py manifest) and whether each is present.
 
 ComfyUI also serves every route under /api/ (the frontend's `api.fetchApi` uses that prefix).
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 
-from ..runtime import planner
+from ..runtime import parallel_plan, planner
 from ..runtime.loading import dtype_name
 from ..runtime.offload import OffloadSettings
 from ..runtime import hub
@@ -129,12 +131,30 @@ def guidance_passes(query: dict) -> dict:
             "batched": settings.batch_passes}
 
 
-def _plan(config, width, height, frames, fps, dtype, quant, settings, passes: dict, device: str):
+def _plan(config, width, height, frames, fps, dtype, quant, settings, passes: dict, device: str, layout=None):
     """planner.plan_memory with the guidance passes: the sampler holds one velocity per pass, and
-    passes batched into one forward scale its activations."""
+    passes batched into one forward scale its activations. With a multi-GPU `layout`, one GPU's
+    figures: its share of the video tokens, and at most the passes its pass group runs batched."""
+    per_forward, sequence_ranks = passes["per_forward"], 1
+    if layout is not None:
+        per_forward = min(per_forward, layout.forwards_per_rank(passes["per_step"]))
+        sequence_ranks = layout.sequence_ranks
     return planner.plan_memory(config, width, height, frames, fps=fps, dtype=dtype, quant=quant, offload=settings,
-                               cfg_passes=passes["per_step"], passes_per_forward=passes["per_forward"],
-                               device="cpu" if device == "cpu" else "cuda")
+                               cfg_passes=passes["per_step"], passes_per_forward=per_forward,
+                               device="cpu" if device == "cpu" else "cuda", sequence_ranks=sequence_ranks)
+
+
+def multi_gpu(query: dict, passes: dict, config):
+    """(layout, device kind) for the MOVA Multi-GPU node's `devices` / `strategy`, or (None, None)
+    when the graph has none. An impossible layout is an InputError naming what would work."""
+    devices = query.get("devices")
+    if devices is None or devices == "":
+        return None, None
+    strategy = query.get("strategy", "auto")
+    if not isinstance(strategy, str) or strategy not in parallel_plan.STRATEGIES:
+        raise RequestError(f"strategy must be one of {', '.join(parallel_plan.STRATEGIES)}, got {_echo(strategy)}")
+    count, kind = parallel_plan.parse_devices(devices)
+    return parallel_plan.choose_layout(count, strategy, passes["per_step"], config.video_dit.num_heads), kind
 
 
 def estimate(query: dict, host: Host = Host()) -> dict:
@@ -147,18 +167,20 @@ def estimate(query: dict, host: Host = Host()) -> dict:
     quantization = _choice(query, "quantization", options.QUANTIZATION)
     offload = _choice(query, "offload", options.OFFLOAD)
     dtype = _choice(query, "dtype", options.DTYPES)
-    if dtype == "auto":   # the loader's rule (runtime/loading.resolve_dtype)
-        dtype = dtype_name("auto", host.device_type())
     resident = _number(query, "resident_layers", int, -1, 4096)
     if query.get("cfg_passes") is not None:
         passes = {"source": "cfg_passes", "per_step": _number(query, "cfg_passes", int, 1, MAX_PASSES),
                   "per_forward": 1, "batched": False}
     else:
         passes = guidance_passes(query)
+    layout, rank_device = multi_gpu(query, passes, config)
+    device_type = rank_device or host.device_type()     # "cpu,cpu" ranks plan for the CPU
+    if dtype == "auto":   # the loader's rule (runtime/loading.resolve_dtype)
+        dtype = dtype_name("auto", device_type)
     settings = None if offload == "none" else OffloadSettings(resident_units=resident,
                                                               storage=OFFLOAD_TO_STORAGE[offload])
     plan = _plan(config, width, height, frames, fps, dtype, QUANT_TO_PLANNER[quantization], settings, passes,
-                 host.device_type())
+                 device_type, layout)
     out = plan.as_dict()
     out.update(model=source, width=width, height=height, frames=frames, fps=fps, dtype=dtype,
                quantization=quantization, offload=offload, seconds=round(frames / fps, 2),
@@ -168,8 +190,18 @@ def estimate(query: dict, host: Host = Host()) -> dict:
     out["device"] = {"type": host.device_type(),
                      "vram_gb": round(device_total / GB, 1) if device_total else None,
                      "host_gb": round(host_total / GB, 1) if host_total else None}
-    out["fits"] = {"vram": plan.vram_bytes <= device_total if device_total else None,
-                   "host": plan.host_bytes <= host_total if host_total else None}
+    host_needed = plan.host_bytes
+    out["parallel"] = None
+    if layout is not None:   # VRAM figures are one GPU's (rank 0, which also encodes and decodes)
+        host_needed = parallel_plan.machine_host_bytes(plan, layout.ranks)
+        out["host_gb"] = round(host_needed / GB, 2)
+        out["parallel"] = {"devices": layout.ranks, "device_type": rank_device,
+                           "strategy": query.get("strategy", "auto"), "layout": layout.strategy,
+                           "pass_groups": layout.pass_groups, "sequence_ranks": layout.sequence_ranks,
+                           "reason": layout.reason, "vram_per_device": True,
+                           "host_gb_rank0": round(plan.host_bytes / GB, 2)}
+    out["fits"] = {"vram": plan.vram_bytes <= device_total if device_total and rank_device != "cpu" else None,
+                   "host": host_needed <= host_total if host_total else None}
     out["text"] = estimate_text(out)
     return out
 
@@ -181,9 +213,21 @@ def estimate_text(e: dict) -> str:
     def mark(fits):
         return "" if fits is None else (" ✓" if fits else " ✗")
     return "\n".join([
-        f"VRAM ≈ {e['vram_gb']:.1f} GB{mark(e['fits']['vram'])} · RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}",
+        f"VRAM ≈ {e['vram_gb']:.1f} GB{_per_device(e)}{mark(e['fits']['vram'])} · "
+        f"RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}",
         f"{e['width']}×{e['height']} · {e['frames']} f = {e['seconds']:g} s · {e['dtype']} · peak: {e['stage']}",
         f"quant {e['quantization']} · offload {e['offload']} · {_passes_text(e['cfg_passes'])} · {e['model']}"])
+
+
+def _per_device(e: dict) -> str:
+    """'' on one device; '/GPU (2 GPUs, sequence ×2)' or '/GPU (4 GPUs, 2 pass groups × 2)' with several."""
+    p = e.get("parallel")
+    if not p or p["devices"] == 1:
+        return "" if not p else f" ({'1 CPU rank' if p['device_type'] == 'cpu' else '1 GPU'})"
+    unit = "rank" if p["device_type"] == "cpu" else "GPU"
+    split = {"sequence": f"sequence ×{p['sequence_ranks']}", "guidance": f"guidance ×{p['pass_groups']}",
+             "both": f"{p['pass_groups']} pass groups × {p['sequence_ranks']}"}[p["layout"]]
+    return f"/{unit} ({p['devices']} {unit}s, {split})"
 
 
 def _passes_text(n: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..common.errors import ConfigError
+from ..common.errors import ConfigError, InputError
 from ..kernels.quant import storage_bits_per_weight
 from ..models.config import PRESETS
 from .offload import OffloadSettings
@@ -41,7 +41,8 @@ class MemoryPlan:
                 "stage": self.stage, "vram": self.vram, "host": self.host}
 
 
-def _config(config):
+def resolve_config(config):
+    """A MovaConfig, or the preset of that name."""
     if isinstance(config, str):
         if config not in PRESETS:
             raise ConfigError(f"unknown preset {config!r}; expected one of {sorted(PRESETS)} or a MovaConfig.")
@@ -60,7 +61,8 @@ def latent_sizes(config, width: int, height: int, frames: int, fps: float):
     return f * h * w, (f, h, w), audio
 
 
-def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int, device: str = "cuda") -> int:
+def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int, device: str = "cuda",
+                      attention_extra: int = 0) -> int:
     """Peak bytes one DiT block allocates beyond its input (live tensors read off models/net/dit.py):
     attention phase = normed input, q, k, v, attention output (activation dtype) + the fp32 RoPE
     temporaries of one of q/k; FFN phase = new residual, normed input, hidden before and after GELU,
@@ -68,31 +70,46 @@ def block_extra_bytes(tokens: int, dim: int, ffn_dim: int, act: int, device: str
 
     device "cpu" with bf16/fp16 adds what CPU kernels allocate there (measured, see docs/benchmarks.md):
     nn.RMSNorm (norm_q/norm_k) runs its composite path in fp32 (3 fp32 copies of q or k live at once),
-    and a half-precision Linear accumulates into an fp32 buffer of its output before the cast."""
+    and a half-precision Linear accumulates into an fp32 buffer of its output before the cast.
+    `attention_extra`: bytes the attention phase holds beyond that (sequence parallel's exchanges)."""
     half_on_cpu = device == "cpu" and act != 4
     if half_on_cpu:
-        attn = tokens * dim * (4 * act + 3 * 4)
+        attn = tokens * dim * (4 * act + 3 * 4) + attention_extra
         ffn = tokens * (3 * dim * act + ffn_dim * max(2 * act, act + 4))
         return max(attn, ffn)
     rope_tmp = 4 + (4 if act != 4 else 0)
-    attn = tokens * dim * (5 * act + rope_tmp)
+    attn = tokens * dim * (5 * act + rope_tmp) + attention_extra
     ffn = tokens * act * (3 * dim + 2 * ffn_dim)
     return max(attn, ffn)
 
 
 def denoise_activation_bytes(config, tokens_v: int, tokens_a: int, act: int, text_len: int = 512,
-                             batch: int = 1, device: str = "cuda") -> int:
+                             batch: int = 1, device: str = "cuda", sequence_ranks: int = 1) -> int:
     """Peak bytes of one joint forward beyond weights and the sampler's own latents; `batch` guidance
-    passes run as one batched forward multiply everything but the position tables."""
+    passes run as one batched forward multiply everything but the position tables.
+
+    `sequence_ranks` S > 1: one GPU's share of a Ulysses sequence-parallel forward (runtime/
+    parallel_plan.py). The video tokens are split (padded to a multiple of S); the audio tower and the
+    text stay whole. Added on top: the all-to-all's full-length q, k, v for heads/S and one exchange
+    buffer, the Bridge's gathered video keys/values at the audio width, the gathered head output. The
+    36-ch input and the position tables are counted whole: every rank patchifies the whole latents."""
     v, a, br = config.video_dit, config.audio_dit, config.bridge
-    streams = (tokens_v * v.dim + tokens_a * a.dim) * act              # both residual streams
+    local_v = math.ceil(tokens_v / sequence_ranks)                    # this GPU's video tokens
+    streams = (local_v * v.dim + tokens_a * a.dim) * act               # both residual streams
     inputs = tokens_v * math.prod(v.patch_size) * v.in_dim * 4         # 36-ch fp32 input kept by joint_forward
     contexts = text_len * (v.dim + a.dim) * act                       # embedded text per tower
     tables = (tokens_v * v.head_dim + tokens_a * a.head_dim) * 4 + (tokens_v + tokens_a) * 2 * br.head_dim * act
-    video = block_extra_bytes(tokens_v, v.dim, v.ffn_dim, act, device)
+    split = sequence_ranks > 1
+    # [B, Lv, heads/S, head_dim] q, k, v + one in-flight exchange: 4 tensors the size of a local q
+    exchanges = 4 * local_v * v.dim * act if split else 0
+    video = block_extra_bytes(local_v, v.dim, v.ffn_dim, act, device, attention_extra=exchanges)
     audio = block_extra_bytes(tokens_a, a.dim, a.ffn_dim, act, device)
-    bridge = tokens_v * v.dim * act * 6 + tokens_a * v.dim * act * 3   # a2v: q, rope terms, out; k/v on audio
-    return batch * (streams + inputs + contexts + max(video, audio, bridge)) + tables
+    bridge = local_v * v.dim * act * 6 + tokens_a * v.dim * act * 3    # a2v: q, rope terms, out; k/v on audio
+    gathered = 0
+    if split:
+        bridge += 2 * local_v * sequence_ranks * a.dim * act          # v2a keys/values, all video tokens
+        gathered = local_v * sequence_ranks * v.out_dim * math.prod(v.patch_size) * act
+    return batch * (streams + inputs + contexts + max(video, audio, bridge) + gathered) + tables
 
 
 def quantized_temporaries(config, tokens_v: int, act: int, batch: int = 1) -> int:
@@ -144,7 +161,8 @@ def decode_stage(config, width: int, height: int, frames: int, act: int, tile_px
 def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0, dtype: str = "bf16",
                 quant: str = "bf16", offload: OffloadSettings | None = None, cfg_passes: int = 2,
                 experts: int = 2, fp8_scale: str = "tensor", passes_per_forward: int = 1,
-                device: str = "cuda", decode_tile: int | None = 0, text_fp8: bool = False) -> MemoryPlan:
+                device: str = "cuda", decode_tile: int | None = 0, text_fp8: bool = False,
+                sequence_ranks: int = 1) -> MemoryPlan:
     """Estimated peak VRAM / host RAM. `config` is a MovaConfig or a PRESETS name; `offload=None`
     keeps every weight on the GPU, both video experts included; with offload the idle expert waits in
     pinned host RAM ("cpu_pinned") or in its file ("disk"), see plan_load.
@@ -157,11 +175,17 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     `decode_tile`: the video decode's tile side in pixels (0 = untiled; None = what tiling "auto"
     would pick if the card held just the larger of the other stages), see decode_stage.
     `text_fp8`: the text encoder's linears are fp8 (ComfyUI's scaled-fp8 file, or load_text_encoder's
-    quantization="fp8_e4m3fn"), see text_stage."""
+    quantization="fp8_e4m3fn"), see text_stage.
+    `sequence_ranks`: the GPUs one joint forward is split across (multi-GPU "sequence" / "both"
+    layouts, runtime/parallel_plan.py); the figures are then one GPU's: every weight whole on each,
+    the video-token activations split (see denoise_activation_bytes). 1 = one GPU."""
+    if isinstance(sequence_ranks, bool) or not isinstance(sequence_ranks, int) or sequence_ranks < 1:
+        raise InputError(f"sequence_ranks must be a whole number ≥ 1 (GPUs sharing one joint forward), "
+                         f"got {sequence_ranks!r}")
     if not 1 <= passes_per_forward <= max(cfg_passes, 1):
         raise ValueError(f"passes_per_forward must be between 1 and cfg_passes ({cfg_passes}), "
                          f"got {passes_per_forward}")
-    config = _config(config)
+    config = resolve_config(config)
     act = DTYPE_BYTES[dtype]
     tokens_v, _, tokens_a = latent_sizes(config, width, height, frames, fps)
 
@@ -191,10 +215,12 @@ def plan_memory(config, width: int, height: int, frames: int, fps: float = 24.0,
     sampler = (v_lat + a_lat) * (3 + cfg_passes) + cfg_passes * 512 * config.video_dit.text_dim * act
     denoise = {"weights_resident": resident, "weights_streamed": streamed,
                "activations": denoise_activation_bytes(config, tokens_v, tokens_a, act,
-                                                       batch=passes_per_forward, device=device),
+                                                       batch=passes_per_forward, device=device,
+                                                       sequence_ranks=sequence_ranks),
                "latents": sampler, "cuda_context": CUDA_CONTEXT}
     if quant not in ("bf16", "fp16", "fp32"):
-        denoise["quantized_temporaries"] = quantized_temporaries(config, tokens_v, act, passes_per_forward)
+        denoise["quantized_temporaries"] = quantized_temporaries(config, math.ceil(tokens_v / sequence_ranks), act,
+                                                                 passes_per_forward)
 
     text = text_stage(config.text_encoder, act, text_fp8)
     text_bytes, text_bits = text["text_encoder"], 8 * act   # the embedding is never quantized
@@ -240,7 +266,7 @@ def plan_load(config, dtype: str = "bf16", quant: str = "bf16", offload: Offload
     weight in (pinned) host RAM, the idle expert included; disk = nothing in private RAM (the files'
     pages are reclaimable cache; a bf16 file streamed quantized is first copied, quantized, shard by
     shard, to the temp folder). On a CPU "device" the device's weights are host RAM too."""
-    config = _config(config)
+    config = resolve_config(config)
     total = (experts * dit_part(config.video_dit).bytes(quant, dtype, fp8_scale)
              + dit_part(config.audio_dit).bytes(quant, dtype, fp8_scale)
              + bridge_part(config.bridge).bytes(quant, dtype, fp8_scale))

@@ -44,6 +44,8 @@ class ModelHandle:
     lora_unmerged: bool = False     # MOVA LoRA node "apply: alongside": never merge into the weights
     patcher: object = None          # memory.MovaPatcher: ComfyUI loads/unloads the generator through it
     speed: object = None            # runtime.speed.SpeedSettings from MOVA Speed (None = defaults)
+    source: dict = None             # what was loaded (folder / files / preset): worker ranks load the same
+    parallel: object = None         # runtime.multigpu.MultiGPUSettings from MOVA Multi-GPU (None = one device)
 
 
 def device() -> torch.device:
@@ -74,7 +76,10 @@ def _load(options: LoadOptions, folder=None, paths=None, preset=None) -> ModelHa
     log.info("MOVA weights on %s while sampling: %.2f GB (%s, quantization %s, offload %s); activations "
              "depend on the request: GET /mova/estimate", device(), patcher.size / 1e9,
              str(generator.dtype).replace("torch.", ""), options.quantization, options.offload)
-    return ModelHandle(generator=generator, options=options, device=device(), engine=engine, patcher=patcher)
+    source = {"folder": None if folder is None else str(folder), "config": preset,
+              "files": None if paths is None else {k: None if v is None else str(v) for k, v in paths.items()}}
+    return ModelHandle(generator=generator, options=options, device=device(), engine=engine, patcher=patcher,
+                       source=source)
 
 
 def load_generator_folder(folder: Path, options: LoadOptions) -> ModelHandle:
@@ -171,13 +176,35 @@ def sample(handle: ModelHandle, positive: Conditioning, negative: Conditioning, 
     check_contexts(handle.generator, positive=positive.context, negative=negative.context,
                    audio_negative=getattr(guidance, "audio_negative", None))   # before any loading
     prepare(handle)
-    video, audio = generate(handle.generator, positive.context, negative.context, latent.y, latent.width,
-                            latent.height, latent.frames, latent.fps, settings, guidance=guidance, lora=handle.lora,
-                            lora_unmerged=handle.lora_unmerged, given=given, on_step=on_step,
-                            should_stop=should_stop)
+    if handle.parallel is not None:
+        video, audio = _sample_on_ranks(handle, positive, negative, latent, settings, guidance, on_step,
+                                        should_stop, given)
+    else:
+        video, audio = generate(handle.generator, positive.context, negative.context, latent.y, latent.width,
+                                latent.height, latent.frames, latent.fps, settings, guidance=guidance,
+                                lora=handle.lora, lora_unmerged=handle.lora_unmerged, given=given, on_step=on_step,
+                                should_stop=should_stop)
     for line in attention_report():
         log.info("MOVA attention: %s", line)
     return latent.with_samples(video, audio)
+
+
+def _sample_on_ranks(handle: ModelHandle, positive, negative, latent, settings, guidance, on_step, should_stop,
+                     given):
+    """MOVA Multi-GPU: the same generate() on every rank (runtime/multigpu.py); workers start at the first
+    run of this model + settings and stop when ComfyUI unloads the model (memory.MovaPatcher)."""
+    from ..runtime import multigpu
+    if handle.source is None:
+        raise InputError("MOVA Multi-GPU needs a model from a MOVA loader node (the worker ranks load the same "
+                         "files); connect the loader's output.")
+    load_request = dict(handle.source, options=vars(handle.options).copy(), cache_dir=str(_quant_cache_dir()))
+    handle.generator.__dict__["_on_unload"] = multigpu.stop_session   # read by memory.MovaPatcher._unload
+    request = dict(positive=positive.context, negative=negative.context, y=latent.y, width=latent.width,
+                   height=latent.height, frames=latent.frames, fps=latent.fps, settings=settings,
+                   guidance=guidance, lora=handle.lora, lora_unmerged=handle.lora_unmerged, given=given,
+                   speed=handle.speed)
+    return multigpu.sample_on_ranks((id(handle.generator), handle.parallel), handle.parallel, load_request,
+                                    handle.generator, request, on_step=on_step, should_stop=should_stop)
 
 
 # ------------------------------------------------------------------------------------------- decoding

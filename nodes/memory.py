@@ -74,6 +74,9 @@ class MovaPatcher(comfy.model_patcher.ModelPatcher):
         return self.size
 
     def _unload(self) -> int:
+        on_unload = self.model.__dict__.get("_on_unload")   # on the module: clones share it
+        if on_unload is not None:   # MOVA Multi-GPU: freeing the model also stops its worker ranks
+            on_unload()
         if not self._loaded:
             return 0
         if self.engine is not None:

@@ -326,10 +326,7 @@ class RankSession:
         """generate() on every rank; returns rank 0's latents (all ranks hold the same)."""
         if not self.alive:
             raise WorkerFailed("MOVA multi-GPU: this session has ended; the next run starts a new one.")
-        settings = request["settings"]
-        layout = choose_layout(self.settings.world, self.settings.strategy,
-                               passes_per_step(request.get("guidance"), settings),
-                               generator.config.video_dit.num_heads)
+        layout = layout_for(self.settings, generator, request)
         log.info("MOVA multi-GPU layout: %s", layout.reason)
         request = dict(request, layout=(layout.pass_groups, layout.sequence_ranks))
         self.command("sample", request)
@@ -362,6 +359,20 @@ def _die_with_parent():
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def layout_for(settings: MultiGPUSettings, generator, request: dict):
+    """The layout of one run (refused before any worker starts when the ranks cannot split it)."""
+    return choose_layout(settings.world, settings.strategy,
+                         passes_per_step(request.get("guidance"), request["settings"]),
+                         generator.config.video_dit.num_heads)
+
+
+def sample_on_ranks(key, settings: MultiGPUSettings, load_request: dict, generator, request: dict,
+                    on_step=None, should_stop=None):
+    """Check the layout, start (or reuse) the session for `key`, and sample on every rank."""
+    layout_for(settings, generator, request)
+    return session_for(key, settings, load_request).sample(generator, request, on_step, should_stop)
 
 
 # ------------------------------------------------------------------------------------------ registry

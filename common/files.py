@@ -37,7 +37,7 @@ def describe(path: PathLike) -> str:
     if size == 0:
         return "empty (0 bytes; an interrupted download or copy)"
     if head.startswith(b"version https://git-lfs"):
-        return "a Git LFS pointer, not the file itself (run `git lfs pull` or download the file)"
+        return "a Git LFS pointer, not the file itself (run git lfs pull or download the file)"
     if head[:2] == b"PK":
         return f"a zip archive / torch pickle ({size:,} bytes)"
     if head[:1] == b"\x80":

@@ -57,7 +57,7 @@ def require_bitsandbytes(mode: str):
     bnb = optional_import("bitsandbytes")
     if bnb is None:
         raise ImportError(f"quantization mode {mode!r} needs bitsandbytes, which is not installed. "
-                          "Install it into ComfyUI's Python: `python -m pip install bitsandbytes>=0.45`, "
+                          "Install it into ComfyUI's Python (python -m pip install bitsandbytes; 0.45 or later), "
                           "or pick fp8_e4m3fn (no extra package).")
     return bnb
 

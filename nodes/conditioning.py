@@ -20,7 +20,7 @@ class MovaTextEncode(io.ComfyNode):
                     io.String.Input("text", multiline=True, default="",
                                     tooltip="What should be seen and heard. Describe sounds explicitly "
                                             "(speech in quotes, music, impacts). Empty = unconditional.")],
-            outputs=[MovaConditioning.Output(display_name="conditioning")])
+            outputs=[MovaConditioning.Output(display_name="conditioning", tooltip="The prompt encoded by umT5 (512 tokens), for MOVA Sampler's positive or negative input.")])
 
     @classmethod
     def execute(cls, text_encoder, text) -> io.NodeOutput:
@@ -38,7 +38,7 @@ class MovaConditioningFromClip(io.ComfyNode):
             inputs=[io.Conditioning.Input("conditioning",
                                           tooltip="From CLIPTextEncode with a umT5-xxl text encoder "
                                                   "(CLIPLoader, type wan). Other encoders have the wrong width.")],
-            outputs=[MovaConditioning.Output(display_name="conditioning")])
+            outputs=[MovaConditioning.Output(display_name="conditioning", tooltip="The prompt encoded by umT5 (512 tokens), for MOVA Sampler's positive or negative input.")])
 
     @classmethod
     def execute(cls, conditioning) -> io.NodeOutput:
@@ -68,7 +68,7 @@ class MovaLatentNode(io.ComfyNode):
                                tooltip="Optional first frame (resized and centre-cropped to width×height). "
                                        "Leave empty for text-to-video+audio."),
             ],
-            outputs=[MovaLatent.Output(display_name="latent")])
+            outputs=[MovaLatent.Output(display_name="latent", tooltip="An empty clip: size, frame count, fps and the optional first frame, for MOVA Sampler's latent input.")])
 
     @classmethod
     def validate_inputs(cls, width=None, height=None, frames=None, fps=None):

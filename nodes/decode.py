@@ -23,7 +23,7 @@ class MovaDecodeVideo(io.ComfyNode):
                                            "does; off: whole frame; 256/384/512: tile side in pixels. Tiles "
                                            "overlap and cross-fade (max difference ~1e-2 of the 0..1 range). "
                                            "An untiled decode that runs out of memory is retried tiled.")],
-            outputs=[io.Image.Output(display_name="images"),
+            outputs=[io.Image.Output(display_name="images", tooltip="The decoded frames (IMAGE batch, one per frame, 0..1): CreateVideo's images."),
                      # appended: the clip's own frame rate, so CreateVideo cannot disagree with the latent
                      io.Float.Output(display_name="fps", tooltip="Frames per second the clip was sampled at "
                                      "(MOVA Empty Latent's fps): link it to CreateVideo's fps.")],
@@ -47,7 +47,7 @@ class MovaDecodeAudio(io.ComfyNode):
                         "frames / fps seconds so it lines up with the video.",
             inputs=[MovaAudioVAE.Input("audio_vae", tooltip="The DAC audio VAE (decodes in fp32)."),
                     MovaLatent.Input("latent", tooltip="Sampled latent from MOVA Sampler.")],
-            outputs=[io.Audio.Output(display_name="audio")])
+            outputs=[io.Audio.Output(display_name="audio", tooltip="The soundtrack (AUDIO, 48 kHz for the released model), as long as the clip: CreateVideo's audio.")])
 
     @classmethod
     def execute(cls, audio_vae, latent) -> io.NodeOutput:

@@ -55,10 +55,11 @@ class MovaDownloadModels(io.ComfyNode):
                                tooltip="Which parts to fetch. The text encoder can be replaced by ComfyUI's "
                                        "umt5_xxl file, the video VAE by wan_2.1_vae."),
                 io.Boolean.Input("confirm", default=False,
-                                 tooltip="Off: only list the files and the target folder. On: download "
+                                 tooltip="Off: only list the files, their sizes (asked from the Hub) and the "
+                                         "target folder. On: download "
                                          "(tens of GB; needs internet access to huggingface.co)."),
             ],
-            outputs=[io.String.Output(display_name="report")],
+            outputs=[io.String.Output(display_name="report", tooltip="What was (or, with confirm off, would be) downloaded: one line per file with its size and check.")],
             is_output_node=True, not_idempotent=True)
 
     @classmethod
@@ -74,7 +75,12 @@ class MovaDownloadModels(io.ComfyNode):
         target = roots[0] / variant
         wanted = COMPONENT_SETS[components]
         if not confirm:
-            text = hub.plan(variant, target, roots, wanted)
+            # Sizes and a total from the Hub (one short request, no download); offline the plan
+            # still lists the files and says why the sizes are missing.
+            try:
+                text = hub.plan(variant, target, roots, wanted, sizes=hub.hub_sizes(variant, wanted))
+            except hub.DownloadError as err:
+                text = hub.plan(variant, target, roots, wanted, sizes_unavailable=str(err))
         else:
             bar = comfy.utils.ProgressBar(len(hub.manifest(variant, wanted)))
             report = hub.download(variant, target, roots, confirm=True, components=wanted,

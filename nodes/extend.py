@@ -36,8 +36,12 @@ def _tail_inputs() -> list:
     ]
 
 
-OUTPUTS = [MovaLatent.Output(display_name="latent"), io.Image.Output(display_name="images"),
-           io.Audio.Output(display_name="audio"), io.Float.Output(display_name="fps")]
+OUTPUTS = [MovaLatent.Output(display_name="latent", tooltip="The whole clip so far as a latent: feed another "
+                                                        "MOVA Extend to add a window."),
+           io.Image.Output(display_name="images", tooltip="Every frame of the whole clip, decoded (CreateVideo's images)."),
+           io.Audio.Output(display_name="audio", tooltip="The whole soundtrack, windows crossfaded at the seams "
+                                                         "(CreateVideo's audio)."),
+           io.Float.Output(display_name="fps", tooltip="The clip's frame rate: link it to CreateVideo's fps.")]
 
 
 class MovaExtend(io.ComfyNode):

@@ -17,6 +17,9 @@ from .validation import check_inputs
 log = logging.getLogger("mova")
 MEDIA = Path(__file__).resolve().parents[1] / "workflows" / "media"
 MODES = ["clean", "noised"]
+IMAGES_TIP = "The clip's frames (the given ones unchanged, or the generated ones): CreateVideo's images."
+AUDIO_TIP = "The clip's sound (the given one, or the generated one trimmed to the frames): CreateVideo's audio."
+FPS_TIP = "The clip's frame rate: link it to CreateVideo's fps."
 
 
 def install_example_media() -> None:
@@ -97,8 +100,8 @@ class MovaVideoToAudio(io.ComfyNode):
                 MovaGuidance.Input("guidance", optional=True,
                                    tooltip="Optional MOVA Bridge Guidance; replaces cfg."),
             ],
-            outputs=[io.Image.Output(display_name="images"), io.Audio.Output(display_name="audio"),
-                     io.Float.Output(display_name="fps")],
+            outputs=[io.Image.Output(display_name="images", tooltip=IMAGES_TIP), io.Audio.Output(display_name="audio", tooltip=AUDIO_TIP),
+                     io.Float.Output(display_name="fps", tooltip=FPS_TIP)],
             hidden=[io.Hidden.unique_id])
 
     @classmethod
@@ -147,8 +150,8 @@ class MovaAudioToVideo(io.ComfyNode):
                 MovaGuidance.Input("guidance", optional=True,
                                    tooltip="Optional MOVA Bridge Guidance; replaces cfg."),
             ],
-            outputs=[io.Image.Output(display_name="images"), io.Audio.Output(display_name="audio"),
-                     io.Float.Output(display_name="fps")],
+            outputs=[io.Image.Output(display_name="images", tooltip=IMAGES_TIP), io.Audio.Output(display_name="audio", tooltip=AUDIO_TIP),
+                     io.Float.Output(display_name="fps", tooltip=FPS_TIP)],
             hidden=[io.Hidden.unique_id])
 
     @classmethod

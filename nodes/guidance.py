@@ -67,7 +67,7 @@ class MovaBridgeGuidance(io.ComfyNode):
                 io.Boolean.Input("batch_passes", default=False, tooltip=BATCH_TIP),
                 MovaConditioning.Input("audio_negative", optional=True, tooltip=NEG_TIP),
             ],
-            outputs=[MovaGuidance.Output(display_name="guidance")])
+            outputs=[MovaGuidance.Output(display_name="guidance", tooltip="The guidance settings, for MOVA Sampler's (or Extend's) guidance input; they replace its cfg values.")])
 
     @classmethod
     def validate_inputs(cls, video_text_scale=None, audio_text_scale=None, a2v_bridge_scale=None,

@@ -24,8 +24,10 @@ from .types import CATEGORY, MovaModel, check_inputs
 
 log = logging.getLogger("mova")
 FOLDER = "loras"
-# The pack's own demo LoRA (fits the embedded toy models; used by workflows/lora_bridge_guidance.json).
-DEMO_DIR = Path(__file__).resolve().parents[1] / "embedded" / "loras"
+# The pack's own demo LoRAs (fit the embedded toy models; used by workflows/lora_bridge_guidance.json).
+# Listed by MOVA LoRA only: not registered as a ComfyUI `loras` path (core Load LoRA and the model
+# library would offer toy files to every model) and outside embedded/ (a `mova` path the library lists).
+DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_loras"
 EXPERTS, MODES = LORA_EXPERTS, LORA_MODES
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()   # (path, mtime, size) -> LoraFile
 _CACHE_SIZE = 8
@@ -46,9 +48,11 @@ MODE_TIP = ("merge = add the LoRA into the float weights (no extra compute; the 
 HINT = "Put the LoRA into ComfyUI/models/loras/ and refresh the node list (R)."
 
 
-def register_folder() -> None:
-    if DEMO_DIR.is_dir() and str(DEMO_DIR) not in folder_paths.get_folder_paths(FOLDER):
-        folder_paths.add_model_folder_path(FOLDER, str(DEMO_DIR))
+def demo_loras() -> list[str]:
+    """The pack's demo LoRA files (names as MOVA LoRA lists them)."""
+    if not DEMO_DIR.is_dir():
+        return []
+    return sorted(p.name for p in DEMO_DIR.iterdir() if p.is_file() and p.suffix == ".safetensors")
 
 
 def _roots() -> list[Path]:
@@ -75,7 +79,7 @@ def lora_choices() -> list[str]:
     folders = _lora_folders()
     files = [f for f in folder_paths.get_filename_list(FOLDER)
              if not any(f.replace(os.sep, "/").startswith(d) for d in folders)]
-    return sorted(set(files) | set(folders), key=str.lower)
+    return sorted(set(files) | set(folders) | set(demo_loras()), key=str.lower)
 
 
 def lora_path(name: str) -> Path:
@@ -87,6 +91,8 @@ def lora_path(name: str) -> Path:
         path = folder_paths.get_full_path(FOLDER, name)
         if path is not None:
             return Path(path)
+        if name in demo_loras():      # the user's folders first: a file of the same name there wins
+            return DEMO_DIR / name
     from ..common.errors import CheckpointError
     raise CheckpointError(f"LoRA {name!r} not found in {folder_paths.get_folder_paths(FOLDER)}. {HINT}")
 
@@ -112,7 +118,6 @@ def _strength(name: str, part: str):
 class MovaLora(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        register_folder()
         return io.Schema(
             node_id="MOVALora", display_name="MOVA LoRA", category=f"{CATEGORY}/loaders",
             description="Adds a LoRA to the MOVA model, with separate strengths for the high-noise and "
@@ -129,7 +134,7 @@ class MovaLora(io.ComfyNode):
                 io.Combo.Input("video_expert", options=EXPERTS, default="auto", tooltip=EXPERT_TIP),
                 io.Combo.Input("apply", options=MODES, default="merge", tooltip=MODE_TIP),
             ],
-            outputs=[MovaModel.Output(display_name="model"),
+            outputs=[MovaModel.Output(display_name="model", tooltip="The same model with this LoRA added to its stack (applied by the sampler): chain another MOVA LoRA or feed MOVA Sampler."),
                      io.String.Output(display_name="info", tooltip="What was applied where, and warnings.")],
             hidden=[io.Hidden.unique_id])
 

@@ -12,12 +12,17 @@ from pathlib import Path
 import folder_paths
 
 from ..common.errors import CheckpointError
+from ..runtime import hub
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 EMBEDDED_DIR = PACK_DIR / "embedded"
-# Preference order for the default choice: the trained toy (committed), then the random stand-in
-# that scripts/make_embedded.py writes at set-up until the toy exists.
-EMBEDDED_NAMES = ("mova-toy", "mova-toy-random")
+# The embedded models the loaders offer: the trained toy (committed).
+EMBEDDED_NAMES = ("mova-toy",)
+# Embedded folders kept out of the dropdowns: the seeded random stand-in scripts/make_embedded.py writes
+# at set-up makes noise, so it is for tests only. A saved graph that selects it still loads and runs
+# (the loaders accept it), and MOVA_LIST_TEST_MODELS=1 lists it for whoever works on the pack.
+TEST_ONLY_NAMES = ("mova-toy-random",)
+LIST_TEST_MODELS_ENV = "MOVA_LIST_TEST_MODELS"
 FOLDER = "mova"
 SINGLE_FILE_EXTENSIONS = {".safetensors", ".sft"}
 
@@ -36,18 +41,38 @@ def _is_mova_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file() or (path / "video_dit" / "config.json").is_file()
 
 
-def mova_folders() -> list[str]:
-    """Names of MOVA folders in every `mova` path; the embedded default first."""
+def _listing_test_models() -> bool:
+    return os.environ.get(LIST_TEST_MODELS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def mova_folders(include_test_models: bool | None = None) -> list[str]:
+    """Names of MOVA folders in every `mova` path; the embedded default first. Test-only embedded
+    folders only with `include_test_models` (default: the MOVA_LIST_TEST_MODELS environment variable)."""
+    if include_test_models is None:
+        include_test_models = _listing_test_models()
+    order = EMBEDDED_NAMES + TEST_ONLY_NAMES
     embedded, found = [], []
     for root in folder_paths.get_folder_paths(FOLDER):
         root = Path(root)
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
-            if child.is_dir() and _is_mova_folder(child) and child.name not in found:
-                (embedded if root == EMBEDDED_DIR else found).append(child.name)
-    embedded.sort(key=lambda n: EMBEDDED_NAMES.index(n) if n in EMBEDDED_NAMES else len(EMBEDDED_NAMES))
-    return embedded + found or [EMBEDDED_NAMES[-1]]
+            if not (child.is_dir() and _is_mova_folder(child)) or child.name in found + embedded:
+                continue
+            if root == EMBEDDED_DIR:
+                if child.name in TEST_ONLY_NAMES and not include_test_models:
+                    continue
+                embedded.append(child.name)
+            else:
+                found.append(child.name)
+    embedded.sort(key=lambda n: order.index(n) if n in order else len(order))
+    return embedded + found or [EMBEDDED_NAMES[0]]
+
+
+def is_test_only_folder(name) -> bool:
+    """A hidden embedded folder (the random stand-in) that is on disk: loaders accept it from saved graphs."""
+    return (name in TEST_ONLY_NAMES and (EMBEDDED_DIR / name).is_dir()
+            and _is_mova_folder(EMBEDDED_DIR / name))
 
 
 def mova_folder_path(name: str) -> Path:
@@ -55,10 +80,34 @@ def mova_folder_path(name: str) -> Path:
         path = Path(root) / name
         if path.is_dir() and _is_mova_folder(path):
             return path
-    raise CheckpointError(
-        f"MOVA folder {name!r} not found in {folder_paths.get_folder_paths(FOLDER)}. Expected a folder "
-        "with model_index.json, video_dit/, video_dit_2/, audio_dit/, dual_tower_bridge/ … (as "
-        "downloaded from OpenMOSS-Team/MOVA-360p); put it in ComfyUI/models/mova/.")
+    raise CheckpointError(missing_folder_hint(name))
+
+
+def missing_folder_hint(name: str, component: str | None = None) -> str:
+    """What is missing and what to do, for a MOVA folder (or one of its components) a graph selects but
+    this ComfyUI lacks: names the folder under ComfyUI/models/mova, MOVA Download Models and the
+    Hugging Face page. Plain text: the frontend's error dialog shows Markdown marks literally."""
+    name = str(name)
+    release = name if name in hub.REPOS else None
+    page = f"https://huggingface.co/{hub.REPOS[release or hub.WORKFLOW_VARIANT]}"
+    refresh = "then press R in ComfyUI to refresh the lists."
+    here = any((Path(root) / name).is_dir() for root in folder_paths.get_folder_paths(FOLDER))
+    if component and here:
+        what = (f"The folder ComfyUI/models/mova/{name}/ has no {component}/ folder (an incomplete download, "
+                f"or a download of other components).")
+        if release:
+            return (f"{what} Run the MOVA Download Models node (variant {release}, components with "
+                    f"{component}, confirm on; files already there are kept), or download {component}/ "
+                    f"from {page}/tree/main/{component} into it; {refresh}")
+        return f"{what} Copy the {component}/ folder of the MOVA release ({page}) into it; {refresh}"
+    if release:
+        return (f"The {release} folder is missing: expected ComfyUI/models/mova/{release}/ (with "
+                f"model_index.json, video_dit/, audio_dit/, …). Run the MOVA Download Models node (variant "
+                f"{release}, confirm on) or download {page} into that folder; {refresh}")
+    return (f"No MOVA folder {name!r} in ComfyUI/models/mova/ (looked in: "
+            f"{', '.join(folder_paths.get_folder_paths(FOLDER))}). Put a MOVA folder there as downloaded "
+            f"from {page} (the MOVA Download Models node fetches it), or pick one of the listed entries; "
+            f"{refresh}")
 
 
 def has_component(name: str, component: str) -> bool:

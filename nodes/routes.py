@@ -97,18 +97,34 @@ def _config(query: dict, host: Host):
     if model:
         names = list(host.model_names())
         if isinstance(model, str) and model not in names and model.lower() in PRESETS and model in hub.REPOS:
-            return PRESETS[model.lower()], model.lower()   # a release not downloaded yet: its architecture
+            # a release not downloaded yet: its architecture, and the line saying the files are absent
+            return PRESETS[model.lower()], model.lower(), f"⚠ {model} not found in models/mova — run MOVA Download Models"
         if not isinstance(model, str) or model not in names:
             shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
             raise RequestError(f"unknown model {_echo(model)}; the MOVA Model Loader lists: {shown or 'none'}")
         folder = host.find_mova_folder(model)
         if folder is None:
             raise RequestError(f"model {_echo(model)} is listed but its folder is gone; refresh the node list")
-        return load_mova_config(folder), model
+        return load_mova_config(folder), model, missing_weights_text(model, folder)
     preset = query.get("preset") or "mova-360p"
     if not isinstance(preset, str) or preset not in PRESETS:
         raise RequestError(f"unknown preset {_echo(preset)}; presets: {', '.join(PRESETS)}")
-    return PRESETS[preset], preset
+    return PRESETS[preset], preset, None
+
+
+GENERATOR_PARTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
+
+
+def missing_weights_text(name: str, folder: Path) -> Optional[str]:
+    """A warning line when a listed MOVA folder lacks the generator's weights (e.g. a 'configs only'
+    download): the estimate is still computed from its config files."""
+    def has_weights(part):
+        return (folder / part).is_dir() and any((folder / part).glob("*.safetensors"))
+    experts = [part for part in GENERATOR_PARTS[:2] if (folder / part).is_dir()] or ["video_dit"]
+    missing = [part for part in experts + list(GENERATOR_PARTS[2:]) if not has_weights(part)]
+    if not missing:
+        return None
+    return f"⚠ {name}: no weights in {', '.join(missing)} — run MOVA Download Models"
 
 
 def guidance_passes(query: dict) -> dict:
@@ -159,7 +175,7 @@ def multi_gpu(query: dict, passes: dict, config):
 
 def estimate(query: dict, host: Host = Host()) -> dict:
     """The planner's answer for one set of canvas settings, plus a one-line text for the widget."""
-    config, source = _config(query, host)
+    config, source, files_warning = _config(query, host)
     width, height, frames = nearest_geometry(_number(query, "width", int, 16, 8192),
                                           _number(query, "height", int, 16, 8192),
                                           _number(query, "frames", int, 1, 4097))
@@ -202,6 +218,7 @@ def estimate(query: dict, host: Host = Host()) -> dict:
                            "host_gb_rank0": round(plan.host_bytes / GB, 2)}
     out["fits"] = {"vram": plan.vram_bytes <= device_total if device_total and rank_device != "cpu" else None,
                    "host": host_needed <= host_total if host_total else None}
+    out["missing_files"] = files_warning
     out["text"] = estimate_text(out)
     return out
 
@@ -216,7 +233,8 @@ def estimate_text(e: dict) -> str:
         f"VRAM ≈ {e['vram_gb']:.1f} GB{_per_device(e)}{mark(e['fits']['vram'])} · "
         f"RAM ≈ {e['host_gb']:.1f} GB{mark(e['fits']['host'])}",
         f"{e['width']}×{e['height']} · {e['frames']} f = {e['seconds']:g} s · {e['dtype']} · peak: {e['stage']}",
-        f"quant {e['quantization']} · offload {e['offload']} · {_passes_text(e['cfg_passes'])} · {e['model']}"])
+        f"quant {e['quantization']} · offload {e['offload']} · {_passes_text(e['cfg_passes'])} · {e['model']}"]
+        + ([e["missing_files"]] if e.get("missing_files") else []))
 
 
 def _per_device(e: dict) -> str:
@@ -262,16 +280,16 @@ def _comfy_host() -> Host:
 
     def find(name):
         model_files.register_folders()      # idempotent; the `mova` key may not exist yet
-        if name not in model_files.mova_folders():
+        if name not in model_files.mova_folders(include_test_models=True):
             return None
         try:
             return model_files.mova_folder_path(name)
         except MovaError:
             return None
 
-    def names():
+    def names():   # the test-only stand-in too: a saved graph that selects it still gets an estimate
         model_files.register_folders()
-        return model_files.mova_folders()
+        return model_files.mova_folders(include_test_models=True)
 
     def roots():
         model_files.register_folders()

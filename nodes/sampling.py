@@ -65,7 +65,7 @@ class MovaSampler(io.ComfyNode):
                                        "the last one. 0 = off (default). The first two, the last step and the "
                                        "expert switch always run. Embedded toy, 12 steps: see docs/toy-model.md."),
             ],
-            outputs=[MovaLatent.Output(display_name="latent")],
+            outputs=[MovaLatent.Output(display_name="latent", tooltip="The sampled video and audio latents, for MOVA Decode Video and MOVA Decode Audio (or MOVA Extend).")],
             hidden=[io.Hidden.unique_id])
 
     @classmethod

@@ -33,7 +33,7 @@ class MovaSpeed(io.ComfyNode):
                     io.Combo.Input("attention", options=list(BACKENDS), default="auto", tooltip=ATTENTION_TIP),
                     io.Boolean.Input("compile_elementwise", default=False, tooltip=COMPILE_TIP),
                     io.Boolean.Input("fp8_fast_matmul", default=False, tooltip=FP8_TIP)],
-            outputs=[MovaModel.Output(display_name="model")],
+            outputs=[MovaModel.Output(display_name="model", tooltip="The same model with these speed settings, for MOVA Sampler (or MOVA LoRA).")],
             hidden=[io.Hidden.unique_id])
 
     @classmethod

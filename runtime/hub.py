@@ -342,14 +342,70 @@ def download(variant: str, target_dir, allowed_roots: Sequence, *, confirm: bool
     return DownloadReport(variant, str(target), tuple(results))
 
 
-def plan(variant: str, target_dir, allowed_roots: Sequence, components: Optional[Iterable[str]] = None) -> str:
-    """What `download` would fetch and where, without touching the network."""
+def hub_sizes(variant: str, components: Optional[Iterable[str]] = None, revision: str = "main",
+              endpoint: Optional[str] = None, token=None) -> dict:
+    """{path: bytes} of the manifest's files as the Hub lists them (one paths-info request; files the
+    repository does not hold are absent). DownloadError when the Hub cannot be reached or refuses."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError)
+    import requests
+
+    files = manifest(variant, components)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    _probe(variant, endpoint)      # a host that is down fails here within seconds
+    repo = REPOS[variant]
+    try:
+        infos = HfApi(endpoint=endpoint, token=token).get_paths_info(repo, [f.path for f in files],
+                                                                     revision=revision)
+    except (requests.ConnectionError, requests.Timeout, OfflineModeIsEnabled) as exc:
+        raise _offline_error(variant, endpoint, exc) from None
+    except GatedRepoError:
+        raise DownloadError(f"{repo} needs you to accept its terms on huggingface.co and a token "
+                            f"(HF_TOKEN) to list its files.") from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f"repository {repo} (revision {revision!r}) was not found at {endpoint}.") from None
+    except HfHubHTTPError as exc:
+        raise DownloadError(f"the Hub at {endpoint} did not list the files of {repo} ({_reason(exc)}).") from None
+    return {info.path: int(info.size) for info in infos if getattr(info, "size", None) is not None}
+
+
+def size_text(size: Optional[int]) -> str:
+    """Bytes as people read them: 9.87 GB, 2.4 MB, 12 kB, 310 B."""
+    if size is None:
+        return "size unknown"
+    if size >= 1e9:
+        return f"{size / 1e9:.2f} GB"
+    if size >= 1e6:
+        return f"{size / 1e6:.1f} MB"
+    return f"{round(size / 1e3)} kB" if size >= 1e3 else f"{size} B"
+
+
+def plan(variant: str, target_dir, allowed_roots: Sequence, components: Optional[Iterable[str]] = None,
+         sizes: Optional[dict] = None, sizes_unavailable: Optional[str] = None) -> str:
+    """What `download` would fetch and where. `sizes` ({path: bytes}, from `hub_sizes`) adds each
+    file's size and the totals; without them the spec's sizes where known and `sizes_unavailable`
+    (why the Hub was not asked or could not answer) instead of a total. No network access here."""
     target = check_target(target_dir, allowed_roots)
     files = manifest(variant, components)
     lines = [f"Would download {len(files)} files of {REPOS[variant]} into {target}:"]
+    total = missing = 0
+    unknown = False
     for f in files:
         have = (target / f.path).is_file()
-        size = f"{f.size / 1e9:.3f} GB" if f.size else "size from Hub"
-        lines.append(f"  {'present ' if have else 'missing '} {f.path} ({size})")
+        size = f.size if f.size is not None else (sizes or {}).get(f.path)
+        if sizes is not None and size is None and not f.required:
+            note = "not on the Hub, skipped"
+        else:
+            note = size_text(size)
+            unknown |= size is None
+            total += size or 0
+            missing += 0 if have else size or 0
+        lines.append(f"  {'present ' if have else 'missing '} {f.path} ({note})")
+    if sizes is not None:
+        lines.append(f"In all {size_text(total)}, of which {size_text(missing)} still to download"
+                     + (" (some sizes unknown)." if unknown else "."))
+    elif sizes_unavailable:
+        lines.append(f"Sizes not shown: {sizes_unavailable}")
     lines.append("Nothing was downloaded. Set confirm to true and run again to download.")
     return "\n".join(lines)

@@ -8,6 +8,9 @@ serves from the pack's workflows/ folder. Same seed, same tensors (tests/comfy/t
 but not always the same JPEG: libx264 (PyAV 18.1, used by core SaveVideo) does not encode 64x64 frames
 the same way twice (its lookahead; mbtree=0 or bframes=0 would fix it, SaveVideo exposes neither).
 
+A workflow for a model that is not shipped (`extra.mova_requires`, e.g. MOVA-360p) cannot run here:
+its thumbnail is a generated card that says what it needs, not a picture of a run.
+
     python scripts/make_thumbnails.py                 # every workflow (~20-60 s each on 2 CPU cores)
     python scripts/make_thumbnails.py --only text_to_video_audio
 """
@@ -22,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 import comfy_host
 import workflow_api
@@ -69,6 +72,27 @@ def thumbnail(frames: np.ndarray, audio: np.ndarray) -> Image.Image:
     return sheet
 
 
+def needs_model_card(ui: dict) -> Image.Image:
+    """The thumbnail of a workflow for a released model: what it needs and where to get it (ASCII
+    sizes: Pillow's built-in font has no ×)."""
+    release = ui["extra"]["mova_requires"]
+    w, h, frames, fps = next(n for n in ui["nodes"] if n["type"] == "MOVALatent")["widgets_values"][:4]
+    steps = next(n for n in ui["nodes"] if n["type"] == "MOVASampler")["widgets_values"][2]
+    sheet = Image.new("RGB", (COLUMNS * TILE, ROWS * TILE + WAVE_HEIGHT), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    big, small = ImageFont.load_default(size=40), ImageFont.load_default(size=20)
+    draw.rectangle([8, 8, sheet.width - 9, sheet.height - 9], outline=WAVE, width=3)
+    draw.text((28, 26), release, font=big, fill=(255, 255, 255))
+    lines = [f"{w} x {h} · {frames} frames at {fps:g} fps · {steps} steps",
+             "Needs the released weights in",
+             f"ComfyUI/models/mova/{release}/",
+             "Get them: MOVA Download Models (confirm on)",
+             f"or huggingface.co/{ui['models'][0]['url'].split('/')[3]}/{release}"]
+    for i, line in enumerate(lines):
+        draw.text((28, 96 + 38 * i), line, font=small, fill=WAVE if i != 2 else (232, 212, 138))
+    return sheet
+
+
 def run_workflow(host: comfy_host.ComfyHost, ui: dict) -> bytes:
     """The mp4 the workflow saves, run through the server like the frontend would queue it."""
     entry = host.run(workflow_api.ui_to_api(ui, host.get_json("/object_info")), timeout=1800)
@@ -92,6 +116,11 @@ def main(argv=None) -> int:
         for media in sorted((WORKFLOWS / "media").glob("*")):     # the templates' own inputs (toy-rendered)
             if media.is_file():
                 shutil.copy(media, tmp / "input" / media.name)
+        for path in [p for p in paths if "mova_requires" in json.loads(p.read_text()).get("extra", {})]:
+            out = path.with_suffix(".jpg")
+            needs_model_card(json.loads(path.read_text())).save(out, quality=88, optimize=True)
+            print(f"{out.relative_to(ROOT)}: card (needs {json.loads(path.read_text())['extra']['mova_requires']})")
+            paths.remove(path)
         for path in paths:      # a fresh server each: no model or cache state carried between graphs
             with comfy_host.ComfyHost(output_dir=tmp / "output", input_dir=tmp / "input",
                                       log_path=tmp / "comfyui.log") as host:

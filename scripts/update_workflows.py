@@ -11,6 +11,9 @@
 - Then nodes pushed down (never sideways) until no two overlap, with room for the title bar, using
   the sizes saved in the file (they hold the size the frontend draws after a run: info widgets, the
   sampler's preview and SaveVideo's player included; tests/browser/test_canvas_layout.py checks them).
+- Real-model variants (REAL_MODEL_VARIANTS): written whole from their toy template — every MOVA folder
+  entry switched to the release, the released sampling settings, its own note and save prefix, and a
+  top-level `models` list (the entries the frontend's Missing Models dialog reads at load time).
 
     python scripts/update_workflows.py           # rewrite workflows/*.json in place
     python scripts/update_workflows.py --check   # exit 1 and name the files that are out of date
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from pathlib import Path
 
 import _pack  # noqa: F401  (registers mova_pack)
@@ -168,6 +172,57 @@ def without_overlaps(ui: dict) -> dict:
     return ui
 
 
+# Released settings (../shared/spec/mova.md §4.1, inference_single.py): 640×352, 193 frames at 24 fps,
+# 50 steps, shift 5.0 for both towers (audio_shift 0 = the same as shift), text CFG 5.0.
+RELEASED_LATENT = [640, 352, 193, 24.0]
+RELEASED_SAMPLER = {"steps": 50, "shift": 5.0, "boundary": 0.9, "video_cfg": 5.0, "audio_cfg": 5.0,
+                    "schedule": "mova", "audio_shift": 0.0}
+SAMPLER_WIDGETS = ["seed", "control_after_generate", "steps", "shift", "boundary", "video_cfg", "audio_cfg",
+                   "schedule", "audio_shift"]
+REAL_MODEL_NOTE = """## MOVA: text \u2192 video + audio (MOVA-360p, released settings)
+
+Needs the released **MOVA-360p** weights in `ComfyUI/models/mova/MOVA-360p/`; without them the run stops at the loaders with what to do. Opening this template lists the missing files (Missing Models dialog). To fetch the whole folder (configs and tokenizer too) add **MOVA Download Models** (MOVA/loaders), variant MOVA-360p, confirm on, and run it once \u2014 or download https://huggingface.co/OpenMOSS-Team/MOVA-360p into that folder \u2014 then press R.
+
+Settings as released: 640\u00d7352, 193 frames at 24 fps (8.04 s), 50 steps, shift 5 for video and audio (audio_shift 0 = the same), text CFG 5.0. The loader's estimate says what this needs (about 70 GB of VRAM in bf16, 39 GB with fp8_e4m3fn, 12 GB with offload cpu and 0 resident layers); set quantization / offload on the loader to fit your GPU.
+
+Output: `output/video/` mp4 (h264 + aac, 48 kHz)."""
+# Room for the estimate's "MOVA-360p not found in models/mova — run MOVA Download Models" line (two
+# wrapped lines in a 330 px loader), shown until the files are there: the layout then leaves it free.
+MISSING_FILES_LINES_PX = 2 * 15 + 6
+# name -> (toy template it is written from, MOVA release it loads, note, SaveVideo prefix)
+REAL_MODEL_VARIANTS = {
+    "text_to_video_audio_mova360p.json": ("text_to_video_audio.json", "MOVA-360p", REAL_MODEL_NOTE,
+                                          "video/MOVA_360p_t2va"),
+}
+
+
+def real_model_variant(toy: dict, name: str) -> dict:
+    """The toy template switched to a released model with the released settings (a new graph id)."""
+    _source, release, note, prefix = REAL_MODEL_VARIANTS[name]
+    ui = json.loads(json.dumps(toy))
+    ui["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mova-pack/workflows/{name}"))
+    for node in ui["nodes"]:
+        values = node.get("widgets_values")
+        if node["type"] in hub.LOADER_COMPONENTS:       # 'mova-toy' / 'mova-toy/<component>' entries
+            head, slash, tail = values[0].partition("/")
+            values[0] = release + slash + tail
+            if node["type"] == "MOVAModelLoader":
+                node["size"] = [node["size"][0], node["size"][1] + MISSING_FILES_LINES_PX]
+        elif node["type"] == "MOVALatent":
+            values[:4] = RELEASED_LATENT
+        elif node["type"] == "MOVASampler":
+            for key, value in RELEASED_SAMPLER.items():
+                values[SAMPLER_WIDGETS.index(key)] = value
+        elif node["type"] == "SaveVideo":
+            values[0] = prefix
+        elif node["type"] in NOTES:
+            values[0] = note
+    # Read by the frontend on load: files not in models/mova open the Missing Models dialog.
+    ui["models"] = [e for t in hub.LOADER_COMPONENTS for e in hub.loader_model_entries(t, release)]
+    ui.setdefault("extra", {})["mova_requires"] = release
+    return ui
+
+
 def render(ui: dict) -> str:
     return json.dumps(ui, indent=1, ensure_ascii=True) + "\n"
 
@@ -182,9 +237,11 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only report files that are out of date")
     args = parser.parse_args(argv)
     stale = []
-    for path in sorted(WORKFLOWS.glob("*.json")):
-        text = path.read_text()
-        new = updated(text)
+    derived = {name: render(real_model_variant(json.loads(updated((WORKFLOWS / source).read_text())), name))
+               for name, (source, *_rest) in REAL_MODEL_VARIANTS.items()}
+    for path in sorted(set(WORKFLOWS.glob("*.json")) | {WORKFLOWS / name for name in derived}):
+        text = path.read_text() if path.is_file() else ""
+        new = updated(derived.get(path.name, text))
         if new != text:
             stale.append(path.name)
             if not args.check:

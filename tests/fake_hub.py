@@ -1,5 +1,6 @@
 """A tiny stand-in for the Hugging Face Hub on 127.0.0.1: the `resolve` endpoint that
-`hf_hub_download` uses (HEAD for metadata, GET with Range for resumable downloads).
+`hf_hub_download` uses (HEAD for metadata, GET with Range for resumable downloads), and the
+`paths-info` endpoint `HfApi.get_paths_info` uses (POST: the listed files' sizes).
 
 Weight files (.safetensors) behave like LFS files (ETag = sha256 of the content), others like git
 files (ETag = git blob sha1). Every request is recorded so tests can see what the client did.
@@ -7,8 +8,10 @@ files (ETag = git blob sha1). Every request is recorded so tests can see what th
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
+from urllib.parse import parse_qs
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -89,6 +92,29 @@ class FakeHub:
 
             def do_GET(self):
                 self._serve(with_body=True)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                hub.requests.append(("POST", self.path, None))
+                m = re.match(r"^/api/models/([^/]+/[^/]+)/paths-info/([^/?]+)", self.path)
+                if not m or m.group(1) not in hub.files:
+                    return self._not_found("RepoNotFound")
+                files = hub.files[m.group(1)]
+                listed = []
+                for path in form.get("paths", []):
+                    if path in files:
+                        data = files[path]
+                        entry = {"type": "file", "path": path, "size": len(data), "oid": etag_for(path + ".git", data)}
+                        if path.endswith(".safetensors"):
+                            entry["lfs"] = {"oid": etag_for(path, data), "size": len(data), "pointerSize": 134}
+                        listed.append(entry)
+                body = json.dumps(listed).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

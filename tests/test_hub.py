@@ -122,6 +122,36 @@ def test_never_downloads_without_confirm(roots):
     assert "missing  audio_vae/diffusion_pytorch_model.safetensors" in text and "Nothing was downloaded" in text
 
 
+def test_plan_shows_each_size_from_the_hub_and_the_totals(roots):
+    """confirm off: one paths-info request for the sizes, nothing downloaded (issue 25, item 5)."""
+    models, target = roots
+    (target / "audio_vae").mkdir(parents=True)
+    (target / "audio_vae" / "config.json").write_bytes(repo_files()["audio_vae/config.json"])
+    with FakeHub({REPO: repo_files(skip={"tokenizer/spiece.model"})}) as fake:
+        sizes = hub.hub_sizes("MOVA-360p", ["tokenizer", "audio_vae"], endpoint=fake.endpoint)
+        assert fake.gets() == [] and [r[0] for r in fake.requests] == ["HEAD", "POST"]   # probe + one listing
+    config = len(repo_files()["audio_vae/config.json"])
+    assert sizes["audio_vae/diffusion_pytorch_model.safetensors"] == len(WEIGHTS)
+    assert "tokenizer/spiece.model" not in sizes
+    text = hub.plan("MOVA-360p", target, [models], components=["tokenizer", "audio_vae"], sizes=sizes)
+    lines = text.splitlines()
+    assert "  missing  audio_vae/diffusion_pytorch_model.safetensors (1.0 MB)" in lines
+    assert f"  present  audio_vae/config.json ({config} B)" in lines
+    assert "  missing  tokenizer/spiece.model (not on the Hub, skipped)" in lines
+    total = sum(sizes.values())
+    assert f"In all {hub.size_text(total)}, of which {hub.size_text(total - config)} still to download." in lines
+    assert "size from Hub" not in text and not any((target / "audio_vae").glob("*.safetensors"))
+    assert hub.size_text(9_876_543_210) == "9.88 GB" and hub.size_text(2_400_000) == "2.4 MB"
+
+
+def test_plan_offline_says_why_sizes_are_missing(roots, black_hole):
+    models, target = roots
+    with pytest.raises(DownloadError, match="cannot reach the Hugging Face Hub") as err:
+        hub.hub_sizes("MOVA-360p", ["audio_vae"], endpoint=black_hole)
+    text = hub.plan("MOVA-360p", target, [models], components=["audio_vae"], sizes_unavailable=str(err.value))
+    assert "Sizes not shown: cannot reach the Hugging Face Hub" in text and "Nothing was downloaded" in text
+
+
 @pytest.mark.parametrize("where", ["outside", "dotdot", "no_roots"])
 def test_refuses_targets_outside_the_allowed_roots(tmp_path, where):
     models = tmp_path / "models"

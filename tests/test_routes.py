@@ -220,6 +220,29 @@ def test_a_release_not_downloaded_yet_is_estimated_from_its_preset():
     assert e["model"] == "mova-720p"
     with pytest.raises(routes.RequestError, match="unknown model"):
         routes.estimate({"model": "mova-720p/../x"}, host)
+    # the loader's line says the files are absent and what to run (issue 25, item 4)
+    assert e["missing_files"] == "⚠ MOVA-720p not found in models/mova — run MOVA Download Models"
+    assert e["text"].split("\n")[-1] == e["missing_files"] and "`" not in e["text"]
+
+
+def test_a_listed_folder_without_generator_weights_says_so(tmp_path):
+    """A 'configs only' download is listed by the loader; the estimate still plans from its configs and
+    names the parts whose weights are absent."""
+    folder = tmp_path / "MOVA-360p"
+    cfg = PRESETS["tiny"]
+    for name, part in (("video_dit", cfg.video_dit), ("audio_dit", cfg.audio_dit), ("dual_tower_bridge", cfg.bridge)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text(json.dumps(part.to_dict()))
+    (folder / "audio_dit" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    host = routes.Host(find_mova_folder=lambda n: folder if n == "MOVA-360p" else None,
+                       model_names=lambda: ["MOVA-360p"])
+    e = routes.estimate({"model": "MOVA-360p", "width": 64, "height": 64, "frames": 9}, host)
+    assert e["missing_files"] == "⚠ MOVA-360p: no weights in video_dit, dual_tower_bridge — run MOVA Download Models"
+    assert e["text"].endswith(e["missing_files"])
+    for part in ("video_dit", "dual_tower_bridge"):
+        (folder / part / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    e = routes.estimate({"model": "MOVA-360p", "width": 64, "height": 64, "frames": 9}, host)
+    assert e["missing_files"] is None and len(e["text"].split("\n")) == 3
 
 
 def test_http_errors_are_400_short_and_never_500():

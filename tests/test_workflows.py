@@ -77,7 +77,11 @@ def test_every_workflow_has_a_description_note(path):
     assert "mova-toy-random" not in text     # the shipped workflows use the trained toy model
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+REAL_MODEL = [p for p in WORKFLOWS if "mova_requires" in load(p).get("extra", {})]
+TOY = [p for p in WORKFLOWS if p not in REAL_MODEL]
+
+
+@pytest.mark.parametrize("path", TOY, ids=lambda p: p.stem)
 def test_every_workflow_has_a_real_thumbnail(path):
     thumb = path.with_suffix(".jpg")      # frontend 1.32: /api/workflow_templates/<pack>/<name>.jpg
     assert thumb.is_file(), f"no thumbnail for {path.name}: run scripts/make_thumbnails.py"
@@ -101,3 +105,52 @@ def test_low_vram_workflow_quantizes_and_streams_with_few_resident_layers():
     assert offload == "disk" and resident <= 2      # streams from the mmap'd files: little host RAM too
     save = next(n for n in ui["nodes"] if n["type"] == "SaveVideo")
     assert save["widgets_values"][0] == "video/MOVA_low_vram"
+
+
+# ------------------------------------------------------------------ the real-model template (issue 25, item 4)
+
+def test_a_real_model_variant_of_the_main_template_is_shipped_with_the_released_settings():
+    assert [p.name for p in REAL_MODEL] == ["text_to_video_audio_mova360p.json"]
+    ui, toy = load(REAL_MODEL[0]), load(ROOT / "workflows" / "text_to_video_audio.json")
+    assert ui["extra"]["mova_requires"] == "MOVA-360p"
+    by_type = {n["type"]: n["widgets_values"] for n in ui["nodes"]}
+    assert by_type["MOVAModelLoader"][0] == "MOVA-360p"
+    assert [by_type[t][0] for t in ("MOVATextEncoderLoader", "MOVAVideoVAELoader", "MOVAAudioVAELoader")] == \
+        ["MOVA-360p/text_encoder", "MOVA-360p/video_vae", "MOVA-360p/audio_vae"]
+    # spec §4.1: 640x352, 193 frames at 24 fps, 50 steps, shift 5 for both towers, text CFG 5
+    assert by_type["MOVALatent"] == [640, 352, 193, 24.0]
+    seed, control, steps, shift, boundary, video_cfg, audio_cfg, schedule, audio_shift = by_type["MOVASampler"]
+    assert (steps, shift, boundary, video_cfg, audio_cfg, schedule, audio_shift) == (50, 5.0, 0.9, 5.0, 5.0, "mova", 0.0)
+    # the same graph as the toy template otherwise: same nodes, links and prompts
+    assert [n["type"] for n in ui["nodes"]] == [n["type"] for n in toy["nodes"]] and ui["links"] == toy["links"]
+    assert ui["id"] != toy["id"] and by_type["SaveVideo"][0] != dict(
+        (n["type"], n["widgets_values"]) for n in toy["nodes"])["SaveVideo"][0]
+
+
+def test_the_real_model_template_lists_its_files_at_the_top_level_for_the_missing_models_dialog():
+    """frontend 1.32.9 reads a workflow's top-level `models` on load (loader entries only when a widget
+    equals the file name, which a folder loader never does): all 13 weight files of MOVA-360p."""
+    ui = load(REAL_MODEL[0])
+    expected = [e for t in hub.LOADER_COMPONENTS for e in hub.loader_model_entries(t)]
+    assert ui["models"] == expected and len(expected) == 13
+    assert all("models" not in load(p) for p in TOY)        # the toy templates need nothing
+
+
+def test_the_real_model_note_says_what_it_needs_without_toy_settings():
+    note = next(n for n in load(REAL_MODEL[0])["nodes"] if n["type"] in NOTES)["widgets_values"][0]
+    for words in ("ComfyUI/models/mova/MOVA-360p/", "MOVA Download Models", "https://huggingface.co/OpenMOSS-Team/MOVA-360p",
+                  "193 frames", "50 steps", "Missing Models"):
+        assert words in note, words
+    assert "mova-toy" not in note
+
+
+def test_the_real_model_thumbnail_is_a_generated_card():
+    """It cannot run here (no weights): make_thumbnails.py draws what it needs instead of frames."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_thumbnails
+    path = REAL_MODEL[0]
+    card = make_thumbnails.needs_model_card(load(path))
+    with Image.open(path.with_suffix(".jpg")) as image:
+        assert image.format == "JPEG" and image.size == card.size == (512, 320)
+        diff = [abs(a - b) for a, b in zip(image.convert("L").tobytes(), card.convert("L").tobytes())]
+        assert sum(diff) / len(diff) < 4          # the committed card is this one (JPEG noise aside)

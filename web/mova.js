@@ -56,6 +56,7 @@ const TERMS = [
   [/RAM ≈/, "Host (CPU) memory at the peak stage: weights kept off the GPU, streaming buffers, the decoded clip."],
   [/quant \S+/, "Weight format of the transformer blocks (fp8 / nf4 / int8 shrink the weights)."],
   [/offload \S+/, "Where weights wait between uses: none (all on the GPU), cpu, or disk (streamed from the file)."],
+  [/not found in models\/mova|no weights in/, "The selected model's files are not in ComfyUI/models/mova. Add the MOVA Download Models node (MOVA/loaders), pick the variant, turn confirm on and run it, or download the folder from https://huggingface.co/OpenMOSS-Team/MOVA-360p."],
   [/toy settings/, "audio_shift 50 and 12 steps are tuned for the small embedded toy model; the released MOVA uses 50 steps and audio_shift 0."],
 ];
 
@@ -322,7 +323,9 @@ async function refreshEstimate(node) {
   if (seq !== node.__movaSeq) return;        // drop stale answers
   const warning = toyWarning(node, sampler);
   if (warning) lines.push(warning);
-  setInfo(node, ESTIMATE, { lines, colours: [colour, DETAIL, DETAIL, WARN] });
+  // Warnings (files absent, toy settings) in yellow wherever they fall.
+  const colours = lines.map((line, i) => (line.startsWith("⚠") ? WARN : i === 0 ? colour : DETAIL));
+  setInfo(node, ESTIMATE, { lines, colours });
 }
 
 function scheduleEstimate(node) {

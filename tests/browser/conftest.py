@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from browser_env import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Canvas, comfy_host, post_json
+from browser_env import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, Canvas, comfy_host, post_json
+
+sys.path.insert(0, str(ROOT / "tests"))
+from fake_hub import FakeHub  # noqa: E402
+
+
+def released_files_stand_in() -> dict:
+    """Every file of both MOVA releases as a few bytes: MOVA Download Models (confirm off) asks the Hub
+    for sizes, and the tests' Hub is this loopback fake, never the internet."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import _pack  # noqa: F401  (registers mova_pack)
+    from mova_pack.runtime import hub
+    return {repo: {f.path: b"{}" * 16 for f in hub.manifest(variant)} for variant, repo in hub.REPOS.items()}
 
 
 @pytest.fixture(scope="session")
@@ -24,12 +37,19 @@ def server():
         return
     out = Path(tempfile.mkdtemp(prefix="mova-browser-out-"))
     host = comfy_host.ComfyHost(output_dir=out, log_path=out / "comfyui.log")
-    host.start()
+    fake_hub = FakeHub(released_files_stand_in()).__enter__()
+    old = os.environ.get("HF_ENDPOINT")
+    os.environ["HF_ENDPOINT"] = fake_hub.endpoint        # read by huggingface-hub in the server process
+    try:
+        host.start()
+    finally:
+        os.environ.pop("HF_ENDPOINT") if old is None else os.environ.__setitem__("HF_ENDPOINT", old)
     try:
         assert post_json(f"{host.url}/settings/Comfy.TutorialCompleted", True) == 200
         yield host
     finally:
         host.stop()
+        fake_hub.__exit__(None, None, None)
         log = host.log_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "comfyui.log").write_text(log)

@@ -51,6 +51,9 @@ def test_download_node_without_confirm_only_lists(server):
     text = "".join(entry["outputs"]["1"]["text"])
     assert text.startswith("Would download 4 files of OpenMOSS-Team/MOVA-360p into ")
     assert "models/mova/MOVA-360p" in text and "Nothing was downloaded" in text
+    # sizes and a total, asked from the Hub (the tests' loopback fake), instead of "size from Hub"
+    assert "  missing  audio_vae/diffusion_pytorch_model.safetensors (32 B)" in text.splitlines(), text
+    assert "In all 128 B, of which 128 B still to download." in text and "size from Hub" not in text
     target = Path(text.split(" into ", 1)[1].split(":\n", 1)[0])
     assert not list(target.rglob("*.safetensors"))          # nothing written
 

@@ -18,10 +18,10 @@ from conftest import (COMFY_DIR, OLD_WORKFLOWS, ROOT, WORKFLOWS, check_av_file, 
                       model_sample_rate)
 
 NEW_WORKFLOW = WORKFLOWS / "lora_bridge_guidance.json"
-DEMO_LORA = ROOT / "embedded" / "loras" / "mova-toy-trained-demo-lora.safetensors"    # fits embedded/mova-toy
+DEMO_LORA = ROOT / "demo_loras" / "mova-toy-trained-demo-lora.safetensors"    # fits embedded/mova-toy
 # The first release's demo LoRA fits the random stand-in (mova-toy-random: video 64 wide, audio 32), which
 # the old saved workflow (tests/fixtures/workflows_v1) still selects.
-STAND_IN_DEMO_LORA = ROOT / "embedded" / "loras" / "mova-toy-demo-lora.safetensors"
+STAND_IN_DEMO_LORA = ROOT / "demo_loras" / "mova-toy-demo-lora.safetensors"
 STEPS = 3
 LORA_ID, GUIDE_ID, AUDIO_NEG_ID = "900", "901", "902"
 
@@ -29,7 +29,7 @@ LORA_ID, GUIDE_ID, AUDIO_NEG_ID = "900", "901", "902"
 # ------------------------------------------------------------------------------------------ LoRA files
 
 def write_demo_lora(path: Path, video_width: int = 128, audio_width: int = 64) -> Path:
-    """A demo LoRA of embedded/loras/: MOVA-prefixed peft keys on modules the embedded models share
+    """A demo LoRA of demo_loras/: MOVA-prefixed peft keys on modules the embedded models share
     (blocks 0-2 attention of both video experts, audio blocks 0-2 self-attention), fixed seed. The
     default widths fit the trained toy; 64/32 the random stand-in."""
     g = torch.Generator().manual_seed(20260122)
@@ -198,7 +198,7 @@ def test_lora_list_has_files_and_lora_folders_not_their_insides(env):
 
 @pytest.mark.parametrize("shipped, widths", [(DEMO_LORA, (128, 64)), (STAND_IN_DEMO_LORA, (64, 32))])
 def test_demo_loras_are_the_ones_this_code_writes(tmp_path, shipped, widths):
-    """embedded/loras/ ships the demo LoRAs of the workflows; they are reproducible from write_demo_lora."""
+    """demo_loras/ ships the demo LoRAs of the workflows; they are reproducible from write_demo_lora."""
     from safetensors.torch import load_file
     fresh = load_file(str(write_demo_lora(tmp_path / "demo.safetensors", *widths)))
     shipped = load_file(str(shipped))

@@ -95,3 +95,54 @@ def test_heads_the_ranks_cannot_split_are_a_clear_run_error(comfy):
     if session is not None:
         multigpu.stop_session()
     assert torch.distributed.is_initialized() is False
+
+
+def test_cancel_stops_every_rank_and_the_workers_serve_the_next_run(comfy):
+    multigpu = _pack_multigpu()
+    prompt, sampler = _prompt(comfy, {"devices": "cpu,cpu", "strategy": "sequence", "port": 0})
+    comfy.interrupt_at_progress = (sampler, 1)
+    try:
+        cancelled = comfy.run(prompt, outputs=[sampler])
+    finally:
+        comfy.interrupt_at_progress = None
+    assert not cancelled.success
+    assert any(e == "execution_interrupted" for e, _ in cancelled.messages)
+    session = multigpu.current_session()
+    assert session is not None and session.alive
+    pids = session.worker_pids
+    again = comfy.run(prompt, outputs=[sampler])
+    assert again.success, again.execution_error()
+    assert multigpu.current_session().worker_pids == pids        # the same workers ran it
+    multigpu.stop_session()
+
+
+def test_a_worker_dying_mid_run_fails_the_run_and_the_next_run_starts_fresh(comfy):
+    import os
+    import signal
+    import threading
+    import time
+    multigpu = _pack_multigpu()
+    prompt, sampler = _prompt(comfy, {"devices": "cpu,cpu", "strategy": "guidance", "port": 0})
+    killed = []
+
+    def kill_rank_1_after_the_first_step():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not killed:
+            session = multigpu.current_session()
+            stepped = any(e == "progress" and d.get("node") == sampler for e, d in list(comfy.stub.messages))
+            if session is not None and session.alive and stepped:
+                killed.append(session.procs[1].pid)
+                os.kill(killed[0], signal.SIGKILL)
+            time.sleep(0.05)
+    watcher = threading.Thread(target=kill_rank_1_after_the_first_step, daemon=True)
+    watcher.start()
+    failed = comfy.run(prompt, outputs=[sampler])
+    watcher.join(timeout=5)
+    assert killed and not failed.success
+    message = failed.execution_error()["exception_message"]
+    assert "rank 1 (cpu)" in message and "SIGKILL" in message and "next run starts a fresh" in message, message
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    fresh = comfy.run(prompt, outputs=[sampler])                  # ComfyUI kept serving
+    assert fresh.success, fresh.execution_error()
+    assert killed[0] not in multigpu.current_session().worker_pids
+    multigpu.stop_session()

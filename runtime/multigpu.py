@@ -228,6 +228,8 @@ class RankSession:
             self._wait_for("joined", "to join the rendezvous")
             if dist.is_initialized():
                 dist.destroy_process_group()   # an earlier session of this process
+            if s.backend == "nccl":
+                torch.cuda.set_device(torch.device(s.devices[0]))   # NCCL uses the current device
             dist.init_process_group(s.backend, store=store, rank=0, world_size=s.world,
                                     timeout=timedelta(seconds=s.timeout_s))
             self.ranks = _Ranks(0, s.backend)

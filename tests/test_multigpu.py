@@ -159,3 +159,21 @@ def test_remote_rank_over_env_rendezvous(model_folder, generator):
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_ranks_load_quantized_and_streamed_like_rank_0(model_folder, tmp_path):
+    """Each worker loads through the same path with the loader's options: fp8 + layers streamed from
+    disk (quantized copy in the cache folder) gives the result of one process loaded the same way."""
+    options = dict(OPTIONS, dtype="bf16", quantization="fp8_e4m3fn", offload="disk", resident_layers=1)
+    settings = settings_from_options("bf16", "fp8_e4m3fn", "disk", 1, "cpu", tmp_path / "cache")
+    gen = load(folder=model_folder, settings=settings)
+    reference = generate(gen.generator, **_request(gen.generator, steps=2))
+    session = multigpu.RankSession(
+        multigpu.MultiGPUSettings(devices=("cpu", "cpu"), strategy="guidance", timeout_s=120),
+        {"folder": str(model_folder), "options": options, "cache_dir": str(tmp_path / "cache")}).start()
+    try:
+        video, audio = session.sample(gen.generator, _request(gen.generator, steps=2))
+    finally:
+        session.stop()
+    assert gen.engine is not None
+    assert _rel(video, reference[0]) <= 1e-5 and _rel(audio, reference[1]) <= 1e-5

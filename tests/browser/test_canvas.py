@@ -130,6 +130,14 @@ def test_every_mova_node_reaches_the_page_with_output_descriptions(canvas):
     assert not [(t, n, tt) for t, n, tt in tips if len(tt) != n or not all(tt)], tips
 
 
+def docs_screenshot(canvas, name: str) -> None:
+    """With MOVA_SCREENSHOTS=docs, the page as it is now into docs/screenshots/<name>.jpg (docs/web.md)."""
+    if os.environ.get("MOVA_SCREENSHOTS") == "docs":
+        shots = ROOT / "docs" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        canvas.page.screenshot(path=str(shots / f"{name}.jpg"), type="jpeg", quality=82)
+
+
 def test_real_model_template_says_what_is_missing_and_what_to_run(canvas):
     """Issue 25, item 4: the MOVA-360p template opens the Missing Models dialog with its 13 weight files,
     the loader's estimate says the folder is absent and what to run, and Run stops at the loaders with
@@ -139,6 +147,7 @@ def test_real_model_template_says_what_is_missing_and_what_to_run(canvas):
     canvas.page.wait_for_selector('.p-dialog[aria-labelledby="global-missing-models-warning"]', timeout=15_000)
     assert missing_models_dialog(canvas) == [f"{m['directory']} / {m['name']}" for m in workflow["models"]]
     canvas.screenshot("real-model-missing-models-dialog")
+    docs_screenshot(canvas, "real-model-missing-models")
     canvas.page.keyboard.press("Escape")
     loader = next(n for n in canvas.nodes() if n["type"] == "MOVAModelLoader")
     canvas.page.wait_for_function("""id => [...document.querySelectorAll('.mova-info[data-mova-info="memory_estimate"]')]
@@ -160,6 +169,7 @@ def test_real_model_template_says_what_is_missing_and_what_to_run(canvas):
         assert "`" not in text and "models/vae" not in text and "models/text_encoders" not in text, text
     assert "`" not in errors["dialogs"], errors["dialogs"]
     canvas.screenshot("real-model-run-error")
+    docs_screenshot(canvas, "real-model-run-error")
     refused = ("HTTP 400 ", "status of 400", "PromptExecutionError")       # the run refused, as it must be
     assert not [e for e in canvas.unexpected_errors() if not any(o in e for o in OFFLINE + refused)]
 
@@ -286,6 +296,41 @@ def test_memory_estimate_follows_the_guidance_passes(canvas):
     assert latents[0] > latents[1] and latents[2] > latents[0] and latents[3] < latents[1], seen
     print(f"\nsampler latents held (bytes) by guidance: {seen}")
     canvas.screenshot("memory-estimate-guidance")
+    assert not canvas.unexpected_errors()
+
+
+def test_memory_estimate_shows_per_device_figures_with_multi_gpu(canvas):
+    """A MOVA Multi-GPU node put between loader and sampler on the page: the loader's estimate turns
+    per device and names the layout; changing the devices or the strategy follows."""
+    canvas.load(load_workflow(T2VA))
+    nodes = canvas.nodes()
+    loader = next(n["id"] for n in nodes if n["type"] == "MOVAModelLoader")
+    sampler = next(n["id"] for n in nodes if n["type"] == "MOVASampler")
+    text = wait_estimate(canvas, loader)
+    assert "/rank" not in text.splitlines()[0] and "/GPU" not in text.splitlines()[0]
+    multi = canvas.page.evaluate(
+        """([loaderId, samplerId]) => {
+             const graph = window.app.graph;
+             const node = window.LiteGraph.createNode("MOVAMultiGPU");
+             node.pos = [0, -400];
+             graph.add(node);
+             graph.getNodeById(loaderId).connect(0, node, 0);
+             const sampler = graph.getNodeById(samplerId);
+             node.connect(0, sampler, sampler.findInputSlot("model"));
+             return node.id; }""", [loader, sampler])
+    canvas.set_widget(multi, "devices", "cpu,cpu")
+    canvas.set_widget(multi, "strategy", "guidance")
+    canvas.page.wait_for_function(
+        "id => window.app.graph.getNodeById(id).__movaEstimate?.parallel?.layout === 'guidance'", arg=loader,
+        timeout=15_000)
+    text = canvas.widget(loader, "memory_estimate")
+    assert "/rank (2 ranks, guidance ×2)" in text.splitlines()[0], text
+    canvas.set_widget(multi, "strategy", "sequence")
+    canvas.page.wait_for_function(
+        "id => window.app.graph.getNodeById(id).__movaEstimate?.parallel?.layout === 'sequence'", arg=loader,
+        timeout=15_000)
+    assert "(2 ranks, sequence ×2)" in canvas.widget(loader, "memory_estimate").splitlines()[0]
+    canvas.screenshot("memory-estimate-multi-gpu")
     assert not canvas.unexpected_errors()
 
 

@@ -15,6 +15,7 @@
 //                       sampler this loader feeds, also through a LoRA node (else the first MOVALatent)
 //   sampler node     -> steps, video_cfg / audio_cfg (released text CFG: 2 passes per step, 1 when both are 1)
 //   guidance node    -> the MOVA Bridge Guidance widgets when one feeds the sampler's guidance input
+//   multi-GPU node   -> devices, strategy of a MOVA Multi-GPU node between loader and sampler (per-GPU figures)
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -32,6 +33,7 @@ const GUIDANCE = "MOVABridgeGuidance";
 const LORA = "MOVALora";
 const DECODE_VIDEO = "MOVADecodeVideo";
 const DOWNLOADER = "MOVADownloadModels";
+const MULTI_GPU = "MOVAMultiGPU";
 const GUIDANCE_KEYS = ["video_text_scale", "audio_text_scale", "a2v_bridge_scale", "v2a_bridge_scale", "form",
                        "bridge_off", "bridge_start", "bridge_end", "batch_passes"];
 const LOADER_KEYS = ["model", "preset", "dtype", "quantization", "offload", "resident_layers"];
@@ -262,6 +264,13 @@ function estimateQuery(node) {
     if (v !== undefined) query[key] = v;
   }
   const sampler = findDownstream(graph, node, SAMPLER);
+  const multiGpu = findDownstream(graph, node, MULTI_GPU);   // per-GPU figures and the layout
+  if (multiGpu) {
+    for (const key of ["devices", "strategy"]) {
+      const v = value(multiGpu, key);
+      if (v !== undefined) query[key] = v;
+    }
+  }
   let latent = sampler ? linkedNode(graph, sampler, "latent") : null;
   if (latent?.type !== LATENT) latent = graph._nodes?.find((n) => n.type === LATENT) ?? null;
   if (latent) {

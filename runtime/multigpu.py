@@ -250,8 +250,8 @@ class RankSession:
         if device.startswith("cuda"):   # NCCL errors surface instead of hanging until the timeout
             env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         log_file = open(self.run_dir / f"rank{rank}.log", "wb")
-        return subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        args += ["--parent-pid", str(os.getpid())]   # the worker asks to die with us (no preexec_fn: threads)
+        return subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> None:
         """Stop every worker (a polite command first, then signals) and leave the process group."""
@@ -354,13 +354,18 @@ class RankSession:
         return [p.pid for p in self.procs.values()]
 
 
-def _die_with_parent():
-    """Linux: a worker gets SIGTERM when the process that started it dies (no orphans)."""
+def _die_with_parent(parent_pid: Optional[int]) -> None:
+    """Linux: this worker gets SIGTERM when the process that started it dies (no orphans); if that
+    already happened before the request, exit now."""
+    if parent_pid is None or not sys.platform.startswith("linux"):
+        return
     import ctypes
     try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def layout_for(settings: MultiGPUSettings, generator, request: dict):
@@ -407,8 +412,9 @@ def current_session() -> Optional[RankSession]:
 
 # ------------------------------------------------------------------------------------------ workers
 def worker_main(rank: int, world: int, master_addr: str, master_port: int, device: str,
-                error_file: Optional[str] = None, timeout_s: float = 600.0) -> int:
+                error_file: Optional[str] = None, timeout_s: float = 600.0, parent_pid: Optional[int] = None) -> int:
     """A worker rank: join, then run commands until "stop" or until rank 0 is gone."""
+    _die_with_parent(parent_pid)
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))

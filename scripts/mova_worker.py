@@ -28,11 +28,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda:0", help="this rank's device: cuda:N or cpu")
     p.add_argument("--error-file", default=None, help="where a failure is written for rank 0 to read")
     p.add_argument("--timeout-s", type=float, default=600.0)
+    p.add_argument("--parent-pid", type=int, default=None, help="exit when this process dies (set by rank 0)")
     a = p.parse_args(argv)
     if a.rank < 1 or a.world_size < 2 or a.rank >= a.world_size or not a.master_port:
         p.error(f"need 1 <= --rank < --world-size and a --master-port (got rank {a.rank}, world size "
                 f"{a.world_size}, port {a.master_port}); rank 0 is the ComfyUI process")
-    return worker_main(a.rank, a.world_size, a.master_addr, a.master_port, a.device, a.error_file, a.timeout_s)
+    return worker_main(a.rank, a.world_size, a.master_addr, a.master_port, a.device, a.error_file, a.timeout_s,
+                       a.parent_pid)
 
 
 if __name__ == "__main__":

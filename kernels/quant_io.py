@@ -22,7 +22,6 @@ from .quant import (DEFAULT_SKIP, NF4_BLOCK, QUANTIZED_MODES, QuantSettings, mak
 FORMAT_VERSION = "1"
 SHARD_STEM = "diffusion_pytorch_model"      # sharded copies: the layout of sharded releases
 INDEX_NAME = SHARD_STEM + ".safetensors.index.json"
-_STORED_DTYPE = {"fp8_e4m3fn": torch.float8_e4m3fn, "int8": torch.int8, "nf4": torch.uint8}
 
 
 def quant_metadata(mode: str, component: str, **extra) -> dict[str, str]:
@@ -110,17 +109,18 @@ def save_quantized(root: nn.Module, dest, mode: str, component: str) -> None:
     save_file(state, str(dest), metadata=quant_metadata(mode, component))
 
 
-def check_quantized_state(state: dict[str, torch.Tensor], meta: dict[str, str], where: str,
-                          component: str | None = None) -> str:
-    """Validate a pre-quantized state dict against its metadata; returns the mode."""
+# The safetensors dtype name each quantized format stores its weights as (headers carry names).
+STORED_NAME = {"fp8_e4m3fn": "F8_E4M3", "int8": "I8", "nf4": "U8"}
+_NAME_OF = {torch.float8_e4m3fn: "F8_E4M3", torch.int8: "I8", torch.uint8: "U8", torch.bfloat16: "BF16",
+            torch.float16: "F16", torch.float32: "F32"}
+
+
+def check_quant_metadata(meta: dict[str, str], where: str, component: str | None = None) -> str | None:
+    """The quantization mode a file's metadata declares (None: plain weights), refused when this pack
+    cannot read it or it belongs to another component."""
     mode = meta.get("mova_quant")
     if mode is None:
-        hint = ""
-        if any(k.endswith(".scale_weight") for k in state) or "scaled_fp8" in state:
-            hint = " It looks like a ComfyUI/kijai 'scaled fp8' file, which this pack does not read."
-        raise CheckpointError(f"{where}: holds quantized tensors but no 'mova_quant' metadata.{hint} "
-                              "Expected a file written by scripts/quantize.py (or the MOVA quantize "
-                              "node); re-create it from the bf16 release.")
+        return None
     if mode not in QUANTIZED_MODES or meta.get("mova_quant_version") != FORMAT_VERSION:
         raise CheckpointError(f"{where}: quantization {mode!r} version {meta.get('mova_quant_version')!r} "
                               f"is not supported (expected one of {QUANTIZED_MODES}, version "
@@ -128,24 +128,45 @@ def check_quantized_state(state: dict[str, torch.Tensor], meta: dict[str, str], 
     if mode == "nf4" and meta.get("mova_nf4_blocksize", str(NF4_BLOCK)) != str(NF4_BLOCK):
         raise CheckpointError(f"{where}: nf4 block size {meta['mova_nf4_blocksize']} (expected {NF4_BLOCK}).")
     if component and meta.get("mova_component") not in (None, component):
-        raise CheckpointError(f"{where}: this quantized file is for {meta['mova_component']!r}, "
-                              f"but was loaded as {component!r}. Pick the matching file.")
-    stored = _STORED_DTYPE[mode]
-    layers = set(layers_in_state(state))
+        raise CheckpointError(f"{where}: this is a quantized {meta['mova_component']} file, loaded as "
+                              f"{component}. Pick the {component} file for this slot.")
+    return mode
+
+
+def check_quantized_layout(dtypes: dict[str, str], mode: str, where: str) -> None:
+    """Every scaled layer's weight is stored in the format's dtype and every stored weight has its
+    scale. `dtypes`: key -> safetensors dtype name (from a header or a state dict)."""
+    stored = STORED_NAME[mode]
+    layers = set(layers_in_state(dtypes))
     for layer in sorted(layers):
-        w = state.get(layer + ".weight")
-        if w is None or w.dtype != stored:
-            found = "missing" if w is None else str(w.dtype)
-            raise CheckpointError(f"{where}: {layer}.weight should be {stored} for {mode}, found {found}. "
-                                  "The file is damaged or mixes formats; re-create it.")
-    unscaled = [k for k, t in state.items() if t.dtype == stored and k.endswith(".weight")
+        found = dtypes.get(layer + ".weight")
+        if found != stored:
+            raise CheckpointError(f"{where}: {layer}.weight should be {stored} for {mode}, found "
+                                  f"{found or 'nothing'}. The file is damaged or mixes formats; re-create it "
+                                  "with scripts/quantize.py.")
+    unscaled = [k for k, d in dtypes.items() if d == stored and k.endswith(".weight")
                 and k[: -len(".weight")] not in layers]
     if unscaled:
-        raise CheckpointError(f"{where}: {len(unscaled)} quantized weight(s) have no '.weight_scale' "
+        raise CheckpointError(f"{where}: {len(unscaled)} {mode} weight(s) have no '.weight_scale' "
                               f"(first: {unscaled[0]}). The file is incomplete; re-create it with "
                               "scripts/quantize.py.")
     if not layers:
-        raise CheckpointError(f"{where}: metadata says {mode} but no layer has a '.weight_scale'.")
+        raise CheckpointError(f"{where}: the metadata says {mode} but no layer has a '.weight_scale'; "
+                              "re-create the file with scripts/quantize.py.")
+
+
+def check_quantized_state(state: dict[str, torch.Tensor], meta: dict[str, str], where: str,
+                          component: str | None = None) -> str:
+    """Validate a pre-quantized state dict against its metadata; returns the mode."""
+    mode = check_quant_metadata(meta, where, component)
+    if mode is None:
+        hint = ""
+        if any(k.endswith(".scale_weight") for k in state) or "scaled_fp8" in state:
+            hint = " It looks like a ComfyUI/kijai 'scaled fp8' file, which this pack does not read."
+        raise CheckpointError(f"{where}: holds quantized tensors but no 'mova_quant' metadata.{hint} "
+                              "Expected a file written by scripts/quantize.py (or the MOVA quantize "
+                              "node); re-create it from the bf16 release.")
+    check_quantized_layout({k: _NAME_OF.get(t.dtype, str(t.dtype)) for k, t in state.items()}, mode, where)
     return mode
 
 
@@ -178,4 +199,4 @@ def has_module(root: nn.Module, path: str) -> bool:
 
 
 __all__ = ["quant_metadata", "read_metadata", "quantize_items", "quantize_file", "save_quantized",
-           "check_quantized_state", "load_quantized_into", "iter_safetensors", "DEFAULT_SKIP"]
+           "check_quant_metadata", "check_quantized_layout", "check_quantized_state", "load_quantized_into", "iter_safetensors", "DEFAULT_SKIP"]

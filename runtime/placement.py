@@ -32,14 +32,13 @@ from torch import nn
 
 from ..common.checkpoint import expected_shapes, out_of_mmap, read_header, strip_prefix, validate
 from ..common.errors import CheckpointError
-from ..kernels.quant import QUANTIZED_MODES, QuantSettings, layers_in_state, make_quantized_shells
-from ..kernels.quant_io import (FORMAT_VERSION, INDEX_NAME, has_module, load_quantized_into, quantize_file,
-                                quantize_items, read_metadata)
+from ..kernels.quant import QuantSettings, layers_in_state, make_quantized_shells
+from ..kernels.quant_io import (FORMAT_VERSION, INDEX_NAME, check_quant_metadata, check_quantized_layout, has_module,
+                                load_quantized_into, quantize_file, quantize_items, read_metadata)
 from .offload import OffloadEngine, OffloadSettings
 
 log = logging.getLogger("mova")
 _HIGH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # fp8 is "floating" too: keep it
-_QUANT_DTYPES = {"fp8_e4m3fn": "F8_E4M3", "int8": "I8", "nf4": "U8"}
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I8": 1,
           "U8": 1, "BOOL": 1}
 
@@ -52,18 +51,9 @@ def file_quant_mode(files, component: str = "weights") -> Optional[str]:
     if len(modes) > 1:
         raise CheckpointError(f"{component}: the shards {list(metas)} mix quantization formats "
                               f"{sorted(map(str, modes))}; re-create them with scripts/quantize.py.")
-    mode = modes.pop()
     for path, meta in metas.items():
-        if mode is None:
-            continue
-        if mode not in QUANTIZED_MODES or meta.get("mova_quant_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{component}: {path} is quantized as {mode!r} version "
-                                  f"{meta.get('mova_quant_version')!r}; this pack reads {list(QUANTIZED_MODES)} "
-                                  f"version {FORMAT_VERSION}. Re-create it with scripts/quantize.py.")
-        if meta.get("mova_component") not in (None, component):
-            raise CheckpointError(f"{component}: {path} is a quantized {meta['mova_component']} file, loaded as "
-                                  f"{component}. Pick the {component} file for this slot.")
-    return mode
+        check_quant_metadata(meta, f"{component}: {path}", component)
+    return modes.pop()
 
 
 def _headers(files) -> tuple[dict, dict]:
@@ -83,7 +73,7 @@ def validate_files(module: nn.Module, files, component: str, fast_matmul: bool =
     found, dtypes = _headers(files)        # readable errors for truncated or foreign files first
     mode = file_quant_mode(files, component)
     if mode is not None:
-        _check_quantized_header(found, dtypes, mode, component)
+        check_quantized_layout(dtypes, mode, component)
         layers = [p for p in layers_in_state(found) if has_module(module, p)]
         make_quantized_shells(module, dict.fromkeys(layers, mode), fast_matmul)
     expected = expected_shapes(module)
@@ -93,24 +83,6 @@ def validate_files(module: nn.Module, files, component: str, fast_matmul: bool =
                 expected[key] = found[key]
     validate(component, expected, found)
     return mode
-
-
-def _check_quantized_header(found: dict, dtypes: dict, mode: str, component: str) -> None:
-    stored = _QUANT_DTYPES[mode]
-    scaled = set(layers_in_state(found))
-    unscaled = [k for k, d in dtypes.items() if d == stored and k.endswith(".weight")
-                and k[: -len(".weight")] not in scaled]
-    if unscaled:
-        raise CheckpointError(f"{component}: {len(unscaled)} {mode} weight(s) have no '.weight_scale' (first: "
-                              f"{unscaled[0]}). The file is incomplete; re-create it with scripts/quantize.py.")
-    wrong = [p for p in sorted(scaled) if dtypes.get(p + ".weight") != stored]
-    if wrong:
-        raise CheckpointError(f"{component}: {wrong[0]}.weight should be {stored} for {mode}, found "
-                              f"{dtypes.get(wrong[0] + '.weight', 'nothing')}. The file is damaged or mixes "
-                              "formats; re-create it with scripts/quantize.py.")
-    if not scaled:
-        raise CheckpointError(f"{component}: the metadata says {mode} but no layer has a '.weight_scale'; "
-                              "re-create the file with scripts/quantize.py.")
 
 
 def largest_tensor_bytes(files, dtype: torch.dtype) -> int:

@@ -10,11 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from ..common.errors import ConfigError, InputError
-from ..kernels.quant import storage_bits_per_weight
 from ..models.config import PRESETS
 from .offload import OffloadSettings
 from .params import (DTYPE_BYTES, audio_vae_params, bridge_layer, bridge_part, dit_block, dit_part,
-                     dit_stem, text_encoder_params, video_vae_params)
+                     dit_stem, video_vae_params)
 
 GB = 1e9
 RUNTIME_HOST = int(1.5 * GB)      # python + torch + ComfyUI, measured ~1 GB idle [ESTIMATE]

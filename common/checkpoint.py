@@ -120,8 +120,9 @@ def _shape_hint(component: str, found_shapes: dict) -> str:
     return f" It looks like a model with width {dim}; check that every component comes from the same release."
 
 
-def validate(component: str, expected: dict, found: dict):
-    """Raise CheckpointError unless `found` {key: shape} equals `expected` {key: shape} exactly."""
+def validate(component: str, expected: dict, found: dict, advice: str = None):
+    """Raise CheckpointError unless `found` {key: shape} equals `expected` {key: shape} exactly.
+    `advice`: what to load instead (default: the released MOVA weights of `component`)."""
     missing = sorted(set(expected) - set(found), key=_natural)
     unexpected = sorted(set(found) - set(expected), key=_natural)
     wrong = [k for k in sorted(set(expected) & set(found), key=_natural) if tuple(expected[k]) != tuple(found[k])]
@@ -137,9 +138,11 @@ def validate(component: str, expected: dict, found: dict):
         parts.append(f"shape mismatch in {len(wrong):,} keys, e.g. {k} expected {list(expected[k])} "
                      f"found {list(found[k])}")
     what = guess_component(found)
+    if component.lower() in what.lower():   # the right kind of file, only incomplete or another size
+        what = ""
     hint = f" This looks like {what}." if what else (_shape_hint(component, found) if wrong else "")
-    raise CheckpointError(f"{component}: " + "; ".join(parts) + "." + hint +
-                          f" Load the released MOVA {component} weights (and its config.json) for this slot.")
+    advice = advice or f"Load the released MOVA {component} weights (and its config.json) for this slot."
+    raise CheckpointError(f"{component}: " + "; ".join(parts) + "." + hint + " " + advice)
 
 
 def _few(keys, n=3):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AudioVAEConfig, load_component_config
+from ...common.checkpoint import expected_shapes, validate
 from ...common.errors import CheckpointError, ConfigError, InputError
 from ...common.files import load_safetensors
 
@@ -205,17 +206,10 @@ def audio_vae_from_state_dict(sd: Mapping[str, torch.Tensor], cfg: AudioVAEConfi
     """Strictly load released-layout weights; kept in float32 (decode always runs in fp32)."""
     with torch.device("meta"):
         model = AudioVAE(cfg)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(s)}" for k, s in expected.items() if k in sd and sd[k].shape != s]
-    if missing or unexpected or wrong:
-        hint = (" The file has weight-norm pairs (weight_g/weight_v): fuse them first."
-                if any(k.endswith("weight_g") for k in sd) else "")
-        raise CheckpointError(
-            f"audio VAE weights do not fit the DAC audio VAE of config {cfg}: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} wrong "
-            f"shapes (e.g. {wrong[:2]}).{hint} Use the audio_vae/ folder of a MOVA release.")
+    fuse = ("The file has weight-norm pairs (weight_g/weight_v): fuse them first. "
+            if any(k.endswith("weight_g") for k in sd) else "")
+    validate("audio VAE", expected_shapes(model), {k: tuple(v.shape) for k, v in sd.items()},
+             fuse + "Use the audio_vae/ folder of a MOVA release (its config.json with it).")
     model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in sd.items()}, assign=True)
     return model.eval().requires_grad_(False)
 

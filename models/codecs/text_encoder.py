@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import TextEncoderConfig
+from ...common.checkpoint import expected_shapes, validate
 from ...common.errors import CheckpointError, InputError
 from ...common.files import load_safetensors
 
@@ -180,15 +181,8 @@ def build_umt5(sd: Mapping[str, torch.Tensor], cfg: TextEncoderConfig, device="c
 
     with torch.device("meta"):
         model = UMT5EncoderModel(umt5_config(cfg))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = [k for k in expected if k in sd and sd[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"umT5 weights do not match the config: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} wrong shapes (e.g. {wrong[:3]}). "
-            "The file is truncated or not umT5-xxl.")
+    validate("text encoder", expected_shapes(model), {k: tuple(v.shape) for k, v in sd.items()},
+             "The file is truncated or not umT5-xxl; use MOVA's text_encoder/ folder or umt5_xxl_fp16.")
     model.load_state_dict({k: v.to(device) for k, v in sd.items()}, assign=True)
     model.encoder.embed_tokens = model.shared  # keep the tie after assign replaced the parameter
     return model.eval().requires_grad_(False)

@@ -22,6 +22,7 @@ from ..config import VideoVAEConfig
 from . import video_vae_tiles as tiles_mod
 from .video_vae_tiles import choose_tile, feather, parse_tiling, spans
 from ...kernels.device import free_memory_bytes
+from ...common.checkpoint import expected_shapes, validate
 from ...common.errors import CheckpointError, ConfigError, InputError
 from ...common.files import read_json, read_weights
 
@@ -473,17 +474,8 @@ def video_vae_from_state_dict(sd: Mapping[str, torch.Tensor], cfg: Optional[Vide
     cfg = cfg or infer_config(native)
     with torch.device("meta"):
         model = WanVideoVAE(cfg)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(native))
-    unexpected = sorted(set(native) - set(expected))
-    wrong = [f"{k} {tuple(native[k].shape)} != {tuple(s)}" for k, s in expected.items()
-             if k in native and native[k].shape != s]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            "video VAE weights do not fit the Wan 2.1 VAE: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(wrong)} wrong shapes (e.g. {wrong[:2]}). The file is truncated or another VAE; "
-            "use wan_2.1_vae.safetensors or MOVA's video_vae/ folder.")
+    validate("video VAE", expected_shapes(model), {k: tuple(v.shape) for k, v in native.items()},
+             "The file is truncated or another VAE; use wan_2.1_vae.safetensors or MOVA's video_vae/ folder.")
     model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in native.items()}, assign=True)
     model.reset_latent_stats()
     return model.eval().requires_grad_(False)

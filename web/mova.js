@@ -5,9 +5,10 @@
 //
 // Info lines are DOM widgets (node.addDOMWidget): both renderers show the element itself, so text set
 // later is on screen at once (a canvas-drawn widget stays frozen in Vue nodes), it wraps instead of
-// being clipped, and details can carry tooltips. Everything is recomputed from the graph on a short
-// poll as well as on widget callbacks: values reaching a node through links (an Int node on width,
-// a primitive, a reroute) change without any callback of ours.
+// being clipped, and details can carry tooltips. Nodes 2.0 can keep a removed node's element on
+// screen (see mountInfo); the poll puts the widget's own element back. Everything is recomputed from
+// the graph on a short poll as well as on widget callbacks: values reaching a node through links (an
+// Int node on width, a primitive, a reroute) change without any callback of ours.
 //
 // Where the estimate's inputs come from (see docs/web.md):
 //   loader widgets   -> model / preset, dtype, quantization, offload, resident_layers
@@ -171,13 +172,17 @@ function lineElement(text, colour, detail) {
 
 // A read-only info block under the node's widgets; never saved in the workflow or sent in a prompt.
 // setInfo(node, name, {lines, colours, details}): `lines` always shown, `details` folded (a report's list).
-let infoCount = 0;
-// Nodes 2.0 may show a copy of the element it was first given (seen for a node created by script before
-// it joined the graph): every element of the widget, found by its uid, gets the text.
-function infoElements(w) {
+// Nodes 2.0 (frontend 1.32.9) puts a DOM widget's element into the node only when it mounts the
+// widget's component (WidgetDOM's onMounted), and keys node components by node id and widgets by
+// index + name. A node that replaces a removed one of the same id and type in the same tick
+// (graph.clear() restarts ids at 1, then a script adds a node) reuses that component, which goes on
+// showing the removed node's element: our text lands in an element nobody sees. Swap ours back in.
+function mountInfo(node, w) {
   const el = w.__movaElement;
-  const copies = [...document.querySelectorAll(`.mova-info[data-mova-uid="${el.dataset.movaUid}"]`)];
-  return [el, ...copies.filter((c) => c !== el)];
+  el.dataset.movaNode = String(node.id);     // set at creation, the id was still -1 (not in a graph yet)
+  if (el.isConnected) return;                // shown (or, classic renderer, off screen: nothing to find)
+  const shown = document.querySelectorAll(`[data-node-id="${node.id}"] .mova-info[data-mova-info="${w.name}"]`);
+  for (const stale of shown) if (stale !== el && stale.__movaNode !== node) { stale.replaceWith(el); break; }
 }
 
 function addInfoWidget(node, name) {
@@ -187,7 +192,7 @@ function addInfoWidget(node, name) {
   const el = document.createElement("div");
   el.className = "mova-info";
   el.dataset.movaInfo = name;
-  el.dataset.movaUid = String(++infoCount);
+  el.__movaNode = node;
   const state = { text: "", rows: INFO_LINES[name] ?? 1 };
   const w = node.addDOMWidget(name, "mova_info", el, {
     serialize: false, hideOnZoom: false, selectOn: [],
@@ -210,7 +215,8 @@ function setInfo(node, name, { lines, colours = [], details = [] }) {
   const text = [...lines, ...details].join("\n");
   if (text === w.__movaState.text && el.childElementCount) return;
   w.__movaState.text = text;
-  for (const target of infoElements(w)) renderInfo(target, node, text, lines, colours, details);
+  mountInfo(node, w);
+  renderInfo(el, node, text, lines, colours, details);
   fitInfo(node, w);
 }
 
@@ -234,7 +240,7 @@ function renderInfo(el, node, text, lines, colours, details) {
 // Rows needed at the element's current width (wrapped lines count); the node grows when they exceed
 // what was reserved, never shrinks below its saved size.
 function fitInfo(node, w) {
-  const el = infoElements(w).find((e) => e.isConnected) ?? w.__movaElement;
+  const el = w.__movaElement;
   const state = w.__movaState;
   let rows = INFO_LINES[w.name] ?? 1;
   if (el.isConnected && el.clientWidth > 0) {
@@ -454,7 +460,11 @@ function refreshNode(node) {
       scheduleEstimate(node);
     }
   }
-  for (const w of node.widgets ?? []) if (w.__movaElement) fitInfo(node, w);
+  for (const w of node.widgets ?? []) {
+    if (!w.__movaElement) continue;
+    mountInfo(node, w);
+    fitInfo(node, w);
+  }
 }
 
 function scheduleAllEstimates(graph) {

@@ -299,6 +299,41 @@ def test_memory_estimate_follows_the_guidance_passes(canvas):
     assert not canvas.unexpected_errors()
 
 
+def test_memory_estimate_shows_per_device_figures_with_multi_gpu(canvas):
+    """A MOVA Multi-GPU node put between loader and sampler on the page: the loader's estimate turns
+    per device and names the layout; changing the devices or the strategy follows."""
+    canvas.load(load_workflow(T2VA))
+    nodes = canvas.nodes()
+    loader = next(n["id"] for n in nodes if n["type"] == "MOVAModelLoader")
+    sampler = next(n["id"] for n in nodes if n["type"] == "MOVASampler")
+    text = wait_estimate(canvas, loader)
+    assert "/rank" not in text.splitlines()[0] and "/GPU" not in text.splitlines()[0]
+    multi = canvas.page.evaluate(
+        """([loaderId, samplerId]) => {
+             const graph = window.app.graph;
+             const node = window.LiteGraph.createNode("MOVAMultiGPU");
+             node.pos = [0, -400];
+             graph.add(node);
+             graph.getNodeById(loaderId).connect(0, node, 0);
+             const sampler = graph.getNodeById(samplerId);
+             node.connect(0, sampler, sampler.findInputSlot("model"));
+             return node.id; }""", [loader, sampler])
+    canvas.set_widget(multi, "devices", "cpu,cpu")
+    canvas.set_widget(multi, "strategy", "guidance")
+    canvas.page.wait_for_function(
+        "id => window.app.graph.getNodeById(id).__movaEstimate?.parallel?.layout === 'guidance'", arg=loader,
+        timeout=15_000)
+    text = canvas.widget(loader, "memory_estimate")
+    assert "/rank (2 ranks, guidance ×2)" in text.splitlines()[0], text
+    canvas.set_widget(multi, "strategy", "sequence")
+    canvas.page.wait_for_function(
+        "id => window.app.graph.getNodeById(id).__movaEstimate?.parallel?.layout === 'sequence'", arg=loader,
+        timeout=15_000)
+    assert "(2 ranks, sequence ×2)" in canvas.widget(loader, "memory_estimate").splitlines()[0]
+    canvas.screenshot("memory-estimate-multi-gpu")
+    assert not canvas.unexpected_errors()
+
+
 def test_latent_node_snaps_sizes_and_shows_seconds(canvas):
     workflow = load_workflow(T2VA)
     latent_json = next(n for n in workflow["nodes"] if n["type"] == "MOVALatent")

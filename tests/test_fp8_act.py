@@ -140,6 +140,20 @@ def test_implementation_rule(device, triton, requested, impl, words):
     assert chosen == impl and words in reason, reason
 
 
+def test_unusable_kernel_falls_back_with_one_log_line_naming_why(caplog):
+    """Issue 27's bad input: a requested kernel that cannot run here is replaced, said once per device."""
+    import logging
+    from mova_pack.kernels import quant
+    quant._act_impls.clear()
+    with caplog.at_level(logging.INFO, logger="mova"):
+        first = quant._act_impl_for(torch.device("cpu"), "triton")
+        again = quant._act_impl_for(torch.device("cpu"), "triton")
+    lines = [r.getMessage() for r in caplog.records if "activation quantization" in r.getMessage()]
+    assert first == again == "reference"
+    assert len(lines) == 1 and "reference on cpu" in lines[0] and "run on CUDA" in lines[0], lines
+    quant._act_impls.clear()
+
+
 def test_granularity_and_per_channel_rule():
     assert fa.act_granularity((9, 0), BF16) == "row"
     assert fa.act_granularity((9, 0), torch.float16) == "tensor"

@@ -35,7 +35,8 @@ class StepCacheSettings:
     def __post_init__(self):
         if not 0.0 <= self.threshold <= THRESHOLD_MAX:
             raise InputError(f"step cache threshold must be within [0, {THRESHOLD_MAX}], got {self.threshold}; "
-                             "0 turns caching off, 0.05-0.3 skips more steps the higher it is.")
+                             "0 turns caching off; the higher, the more steps are skipped (embedded toy at 12 steps: "
+                             "0.5 skips about 4 of 12, docs/toy-model.md).")
         if self.warmup < 2 or self.last < 1:
             raise InputError(f"step cache needs warmup >= 2 and last >= 1 computed steps, got warmup "
                              f"{self.warmup}, last {self.last}.")

@@ -12,6 +12,7 @@ from pathlib import Path
 import folder_paths
 
 from ..common.errors import CheckpointError
+from ..common.files import clean
 from ..runtime import hub
 
 PACK_DIR = Path(__file__).resolve().parents[1]
@@ -83,6 +84,17 @@ def mova_folder_path(name: str) -> Path:
     raise CheckpointError(missing_folder_hint(name))
 
 
+def _folder_exists(name: str) -> bool:
+    """A plain folder name present in a mova model folder (never a path, never an OSError: graphs may
+    carry any string)."""
+    if not name or len(name) > 255 or name in (".", "..") or any(c in name for c in "/\\\0"):
+        return False
+    try:
+        return any((Path(root) / name).is_dir() for root in folder_paths.get_folder_paths(FOLDER))
+    except OSError:
+        return False
+
+
 def missing_folder_hint(name: str, component: str | None = None) -> str:
     """What is missing and what to do, for a MOVA folder (or one of its components) a graph selects but
     this ComfyUI lacks: names the folder under ComfyUI/models/mova, MOVA Download Models and the
@@ -91,7 +103,7 @@ def missing_folder_hint(name: str, component: str | None = None) -> str:
     release = name if name in hub.REPOS else None
     page = f"https://huggingface.co/{hub.REPOS[release or hub.WORKFLOW_VARIANT]}"
     refresh = "then press R in ComfyUI to refresh the lists."
-    here = any((Path(root) / name).is_dir() for root in folder_paths.get_folder_paths(FOLDER))
+    here = _folder_exists(name)
     if component and here:
         what = (f"The folder ComfyUI/models/mova/{name}/ has no {component}/ folder (an incomplete download, "
                 f"or a download of other components).")
@@ -104,7 +116,7 @@ def missing_folder_hint(name: str, component: str | None = None) -> str:
         return (f"The {release} folder is missing: expected ComfyUI/models/mova/{release}/ (with "
                 f"model_index.json, video_dit/, audio_dit/, …). Run the MOVA Download Models node (variant "
                 f"{release}, confirm on) or download {page} into that folder; {refresh}")
-    return (f"No MOVA folder {name!r} in ComfyUI/models/mova/ (looked in: "
+    return (f"No MOVA folder {clean(repr(name), 60)} in ComfyUI/models/mova/ (looked in: "
             f"{', '.join(folder_paths.get_folder_paths(FOLDER))}). Put a MOVA folder there as downloaded "
             f"from {page} (the MOVA Download Models node fetches it), or pick one of the listed entries; "
             f"{refresh}")

@@ -183,19 +183,22 @@ def generate(toy: Toy, gen, prompts, steps: int, cfg: float, guidance_fn, audio_
     return out
 
 
-def step_cache_row(toy: Toy, prompts, steps: int, cfg: float, audio_shift, threshold: float) -> dict:
+def step_cache_row(toy: Toy, prompts, steps: int, cfg: float, audio_shift, threshold: float,
+                   forecast: bool = True) -> dict:
     """bridge_on with the step cache (models/sampling/step_cache.py) at `threshold`, one clip per batch
     (the skip decision is per batch; in use a batch is one clip): forwards run vs without the cache."""
     t, caches = time.monotonic(), []
 
     def cached():
-        caches.append(StepCache(StepCacheSettings(threshold=threshold), None, cfg, cfg))
+        caches.append(StepCache(StepCacheSettings(threshold=threshold, forecast=forecast), None, cfg, cfg))
         return caches[-1]
     clips = generate(toy, toy.generator(), prompts, steps, cfg, cached, audio_shift, batch=1)
     ran, saved = sum(c.forwards_run for c in caches), sum(c.forwards_skipped for c in caches)
     skipped = [len(c.skipped) for c in caches]
-    return {f"step_cache_{threshold:g}": {
-        "bridge": "on", "audio_shift": audio_shift, "step_cache_threshold": threshold, "forwards": ran,
+    # rows without "forecast" in the name reuse the last velocity (how the first step-cache rows were made)
+    return {f"step_cache_{'forecast_' if forecast else ''}{threshold:g}": {
+        "bridge": "on", "audio_shift": audio_shift, "step_cache_threshold": threshold,
+        "step_cache_forecast": forecast, "forwards": ran,
         "forwards_without_cache": ran + saved, "forward_ratio": round((ran + saved) / ran, 3),
         "skipped_steps_per_clip": {"mean": round(sum(skipped) / len(skipped), 2), "min": min(skipped),
                                    "max": max(skipped)},
@@ -365,7 +368,10 @@ def main(argv=None) -> int:
     parser.add_argument("--given-rows", default="v2a,a2v,extend", help="which of those rows (comma-separated)")
     parser.add_argument("--step-cache", default="",
                         help="step cache thresholds, e.g. 0.05,0.1,0.2: a bridge_on row per threshold on the "
-                             "first --detail-clips clips, one clip per batch (runs with --fast too)")
+                             "first --detail-clips clips, one clip per batch (runs with --fast too); rows "
+                             "step_cache_forecast_<t> (the sampler's default: skipped steps forecast v)")
+    parser.add_argument("--step-cache-reuse", default="",
+                        help="the same with skipped steps reusing the last velocity (rows step_cache_<t>)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.clips < 1 or args.steps < 1:
@@ -423,6 +429,9 @@ def main(argv=None) -> int:
             report(label)
     for th in [float(x) for x in args.step_cache.split(",") if x.strip()]:
         rows.update(step_cache_row(toy, prompts, args.steps, args.cfg, audio_shift, th))
+        report(f"step_cache_forecast_{th:g}")
+    for th in [float(x) for x in args.step_cache_reuse.split(",") if x.strip()]:
+        rows.update(step_cache_row(toy, prompts, args.steps, args.cfg, audio_shift, th, forecast=False))
         report(f"step_cache_{th:g}")
     if not args.fast and audio_shift is not None:
         run("same_shift_on", shift=None, bridge="on")

@@ -98,3 +98,28 @@ def test_estimate_is_the_transformation_rate(setup):
 def test_out_of_range_threshold_is_refused(bad):
     with pytest.raises(InputError, match="step cache threshold must be within"):
         StepCacheSettings(threshold=bad)
+
+
+def test_forecast_along_the_last_two_computed_steps(setup, reference):
+    """forecast (default): a skipped step's velocity is the line through the last two computed steps of
+    this expert, evaluated at its timestep; the same steps are skipped as with plain reuse."""
+    plain = StepCache(StepCacheSettings(threshold=1.0, forecast=False))
+    _run(setup, plain)
+    seen = []
+    forecast = StepCache(StepCacheSettings(threshold=1.0))
+    original = forecast._predicted
+
+    def spy():
+        (t0, v0), (t1, v1) = forecast._history
+        out = original()
+        seen.append((forecast._t, t0, t1, v0[0], v1[0], out[0]))
+        return out
+    forecast._predicted = spy
+    out, _ = _run(setup, forecast)
+    assert forecast.skipped == plain.skipped and seen
+    for t, t0, t1, a, b, got in seen:
+        assert t < t1 < t0                       # timesteps fall: a forecast beyond the last computed step
+        expected = b + (b - a) * (t - t1) / (t1 - t0)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5), (got - expected).abs().max()
+        assert not torch.allclose(got, b)
+    assert all(torch.isfinite(o).all() for o in out)

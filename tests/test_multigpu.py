@@ -60,6 +60,12 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+def _worker_children():
+    """mova_worker.py processes this test process started and that still run (orphans if any remain)."""
+    return [c for c in psutil.Process().children(recursive=True)
+            if c.status() != psutil.STATUS_ZOMBIE and any("mova_worker.py" in a for a in c.cmdline())]
+
+
 def _alive(pids):
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
@@ -110,7 +116,7 @@ def test_worker_killed_mid_run_names_the_rank_and_leaves_no_orphans(model_folder
     with pytest.raises(multigpu.WorkerFailed, match=r"rank 2 \(cpu\).*SIGKILL.*next run starts a fresh"):
         session.sample(generator, _request(generator, steps=3), on_step=kill_rank_2)
     time.sleep(0.5)
-    assert not _alive(pids) and not session.alive
+    assert not _alive(pids) and not session.alive and not _worker_children()
     fresh = _session(model_folder, strategy="sequence")      # the next run starts fresh
     try:
         video, _ = fresh.sample(generator, _request(generator, steps=2))
@@ -123,7 +129,7 @@ def test_worker_that_cannot_load_is_reported(tmp_path, generator):
     (tmp_path / "empty").mkdir()
     with pytest.raises(multigpu.WorkerFailed, match=r"rank 1 failed to load the model: .*"):
         _session(tmp_path / "empty")
-    assert not torch.distributed.is_initialized()
+    assert not torch.distributed.is_initialized() and not _worker_children()
 
 
 def test_bad_settings_are_clear_errors():

@@ -128,21 +128,28 @@ def build_towers(cfg, device, dtype=torch.bfloat16, seed=0):
     out = []
     for t in towers:
         t = t.to_empty(device=device)
-        with torch.no_grad():
-            for name, p in t.named_parameters():
-                if name.endswith("modulation"):
-                    p.normal_(0, 0.3, generator=gen)
-                elif p.dim() >= 2:
-                    p.normal_(0, 0.02, generator=gen)
-                elif name.endswith("bias"):
-                    p.zero_()
-                else:
-                    p.fill_(1.0)     # norm weights
-        for m in t.modules():
-            if hasattr(m, "rebuild_buffers"):
-                m.rebuild_buffers(device)
+        seed_in_place(t, gen)
         out.append(t.eval().requires_grad_(False))
     return out
+
+
+def seed_in_place(module: torch.nn.Module, gen: torch.Generator) -> None:
+    """Random weights that keep activations O(1) (matrices N(0, 0.02), modulation N(0, 0.3), biases 0,
+    norm weights 1) written into the allocated module, and its non-persistent buffers rebuilt."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("modulation"):
+                p.normal_(0, 0.3, generator=gen)
+            elif p.dim() >= 2:
+                p.normal_(0, 0.02, generator=gen)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.fill_(1.0)     # norm weights
+    device = next(module.parameters()).device
+    for m in module.modules():
+        if hasattr(m, "rebuild_buffers"):
+            m.rebuild_buffers(device)
 
 
 def make_inputs(size: Size, device, dtype=torch.bfloat16, seed=1) -> dict:

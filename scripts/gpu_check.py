@@ -38,6 +38,7 @@ from mova_pack.models.sampling import conditioning as cond
 from mova_pack.models.sampling import sampler as sampler_mod
 from mova_pack.runtime.loading import load, settings_from_options
 from mova_pack.runtime.planner import GB, plan_memory
+from gpu_bench import seed_in_place  # noqa: E402  (scripts/ is on sys.path: one initialiser for both)
 
 # The loader settings of the shipped templates (workflows/*.json).
 SETTINGS = {"default": dict(quantization="none", offload="none", resident_layers=40),
@@ -59,21 +60,6 @@ def scaled_config(scale: float, tiny: bool):
                                bridge=dataclasses.replace(r.bridge, interaction_layers=layers), text_encoder=text)
 
 
-def _init_(module: torch.nn.Module, seed: int) -> None:
-    """Seeded weights that keep activations O(1): matrices N(0, 0.02), modulation N(0, 0.3), norms 1."""
-    g = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("modulation"):
-                p.normal_(0, 0.3, generator=g)
-            elif p.dim() >= 2:
-                p.normal_(0, 0.02, generator=g)
-            elif "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.zero_()
-
-
 def write_folder(cfg, folder: Path, device: str) -> float:
     """The released layout with random bf16 towers (built on `device` for speed), VAEs and umT5."""
     start = time.time()
@@ -83,10 +69,7 @@ def write_folder(cfg, folder: Path, device: str) -> float:
         with torch.device("meta"):
             module = build_component(name, cfg)
         module = module.to_empty(device=device).to(torch.bfloat16)
-        _init_(module, 1000 + i)
-        for sub in module.modules():
-            if hasattr(sub, "rebuild_buffers"):
-                sub.rebuild_buffers(torch.device(device))
+        seed_in_place(module, torch.Generator(device=device).manual_seed(1000 + i))
         parts[name] = module.cpu()
         del module
         if device == "cuda":

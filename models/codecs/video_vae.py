@@ -188,12 +188,14 @@ def _head(out_dim: int, channels: int) -> nn.Sequential:
     return nn.Sequential(RMSNorm(out_dim), nn.SiLU(), CausalConv3d(out_dim, channels, 3, padding=1))
 
 
-def _run(x: torch.Tensor, cache: CausalCache, conv_in, blocks, head) -> torch.Tensor:
-    x = cached_conv(conv_in, x, cache)
+def _blocks(x: torch.Tensor, blocks, cache: CausalCache) -> torch.Tensor:
     for block in blocks:
         x = block(x, cache)
-    x = head[1](head[0](x))
-    return cached_conv(head[2], x, cache)
+    return x
+
+
+def _apply_head(head: nn.Sequential, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+    return cached_conv(head[2], head[1](head[0](x)), cache)
 
 
 class Encoder3d(nn.Module):
@@ -214,20 +216,15 @@ class Encoder3d(nn.Module):
         self.head = _head(c, 2 * a.z_dim)
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        return _run(x, cache, self.conv1, [*self.downsamples, *self.middle], self.head)
+        return self.globl(self.local(x, cache), cache)
 
     def local(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """The convolutional part (tileable): conv1 and the downsamples."""
-        x = cached_conv(self.conv1, x, cache)
-        for block in self.downsamples:
-            x = block(x, cache)
-        return x
+        return _blocks(cached_conv(self.conv1, x, cache), self.downsamples, cache)
 
     def globl(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """The part with frame-wide attention (run on whole frames): middle and head."""
-        for block in self.middle:
-            x = block(x, cache)
-        return cached_conv(self.head[2], self.head[1](self.head[0](x)), cache)
+        return _apply_head(self.head, _blocks(x, self.middle, cache), cache)
 
 
 class Decoder3d(nn.Module):
@@ -252,20 +249,15 @@ class Decoder3d(nn.Module):
         self.head = _head(dims[-1], 3)
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        return _run(x, cache, self.conv1, [*self.middle, *self.upsamples], self.head)
+        return self.local(self.globl(x, cache), cache)
 
     def globl(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """The part with frame-wide attention (run on whole latent frames): conv1 and middle."""
-        x = cached_conv(self.conv1, x, cache)
-        for block in self.middle:
-            x = block(x, cache)
-        return x
+        return _blocks(cached_conv(self.conv1, x, cache), self.middle, cache)
 
     def local(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """The convolutional part (tileable): upsamples and head."""
-        for block in self.upsamples:
-            x = block(x, cache)
-        return cached_conv(self.head[2], self.head[1](self.head[0](x)), cache)
+        return _apply_head(self.head, _blocks(x, self.upsamples, cache), cache)
 
 
 class WanVideoVAE(nn.Module):

@@ -129,12 +129,13 @@ def loads(data: bytes):
 
 
 def passes_per_step(guidance, settings) -> int:
-    """Joint forwards the busiest step needs (what the layout deals out to pass groups)."""
-    inner = getattr(guidance, "inner", guidance)
-    if inner is not None and hasattr(inner, "forwards_per_step"):
+    """Joint forwards the busiest step needs (what the layout deals out to pass groups), from the plan
+    of the guidance the sampler will use (a step cache's wrapped one; none = the released text CFG)."""
+    from ..models.sampling.sampler import TextCFG
+    inner = getattr(guidance, "inner", guidance) or TextCFG(settings.video_cfg, settings.audio_cfg)
+    if hasattr(inner, "forwards_per_step"):   # bridge guidance: its plan depends on the step range
         return max(inner.forwards_per_step(settings.steps))
-    scales = (settings.video_cfg, settings.audio_cfg) if inner is None else (inner.video_scale, inner.audio_scale)
-    return 1 if scales == (1.0, 1.0) else 2
+    return max(len(inner.plan(i, 0.0)) for i in range(settings.steps))
 
 
 # ------------------------------------------------------------------------------------------ rank code

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import _pack  # noqa: E402,F401  (registers mova_pack)
+import torch
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from mova_pack.models.config import PRESETS  # noqa: E402
-from mova_pack.models.net.generator import build_generator  # noqa: E402
-from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings  # noqa: E402
-from mova_pack.models.sampling.sampler import SamplerSettings, make_noise, sample  # noqa: E402
+from parity_utils import seed_params  # (registers mova_pack, also in spawned rank processes)
+from mova_pack.models.config import PRESETS
+from mova_pack.models.net.generator import build_generator
+from mova_pack.models.sampling.guidance import DualGuidance, GuidanceSettings
+from mova_pack.models.sampling.sampler import SamplerSettings, make_noise, sample
 
 # Video latent 3 x 6 x 10 -> 3*3*5 = 45 tokens: not a multiple of 2 or 4 ranks, so padding is exercised.
 VIDEO_SHAPE, AUDIO_LEN = (1, 16, 3, 6, 10), 19
@@ -31,13 +27,9 @@ def tiny_config(heads: int):
 
 
 def seeded_generator(heads: int):
-    torch.manual_seed(0)
     gen = build_generator(tiny_config(heads))
     for i, module in enumerate((gen.video_high, gen.video_low, gen.audio, gen.bridge)):
-        g = torch.Generator().manual_seed(100 + i)
-        with torch.no_grad():
-            for p in module.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        seed_params(module, 100 + i)
     return gen
 
 

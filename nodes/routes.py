@@ -29,6 +29,7 @@ from ..runtime.loading import dtype_name
 from ..runtime.offload import OffloadSettings
 from ..runtime import hub
 from ..models.config import PRESETS, load_mova_config
+from ..models.net.generator import COMPONENTS
 from ..models.sampling.conditioning import nearest_geometry
 from ..common.errors import MovaError
 from ..common.files import clean
@@ -112,16 +113,14 @@ def _config(query: dict, host: Host):
     return PRESETS[preset], preset, None
 
 
-GENERATOR_PARTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
-
-
 def missing_weights_text(name: str, folder: Path) -> Optional[str]:
     """A warning line when a listed MOVA folder lacks the generator's weights (e.g. a 'configs only'
     download): the estimate is still computed from its config files."""
     def has_weights(part):
         return (folder / part).is_dir() and any((folder / part).glob("*.safetensors"))
-    experts = [part for part in GENERATOR_PARTS[:2] if (folder / part).is_dir()] or ["video_dit"]
-    missing = [part for part in experts + list(GENERATOR_PARTS[2:]) if not has_weights(part)]
+    parts = list(COMPONENTS)   # the generator's folders, as the loader reads them: two experts first
+    experts = [part for part in parts[:2] if (folder / part).is_dir()] or ["video_dit"]
+    missing = [part for part in experts + parts[2:] if not has_weights(part)]
     if not missing:
         return None
     return f"⚠ {name}: no weights in {', '.join(missing)} — run MOVA Download Models"
